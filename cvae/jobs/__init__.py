@@ -1,0 +1,1 @@
+"""Batch synthetic-data jobs: `cvae generate` writes labeled datasets through the service."""

@@ -1,0 +1,1 @@
+"""Export of the CVAE decoder to an ONNX model repository (models/<name>/<version>/)."""

@@ -1,0 +1,1 @@
+"""The gRPC generation service on onnxruntime. Never imports torch, training or export."""
