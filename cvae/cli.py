@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 # Modules that provide `register(subparsers)`, in the order shown by --help.
 _SUBCOMMAND_MODULES = (
-    "training.cli",  # train, evaluate
+    "training.cli",  # train
+    "training.evaluate.cli",  # evaluate
     "export.cli",  # export
     "service.cli",  # serve
     "cvae.jobs.cli",  # generate

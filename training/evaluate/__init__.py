@@ -1,0 +1,1 @@
+"""The evaluator: an independent MNIST classifier and the scores of a trained CVAE."""
