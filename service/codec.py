@@ -9,8 +9,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as _ProtoMessage
 
 from cvae.v1 import generator_pb2 as pb
 from service.errors import InvalidArgument
@@ -25,6 +28,17 @@ _FORMATS = {
     pb.PNG: PixelFormat.PNG,
 }
 _FLOAT32_LE = np.dtype("<f4")
+_Message = TypeVar("_Message", bound=_ProtoMessage)
+
+
+def parse(message_type: type[_Message], data: bytes) -> _Message:
+    """A request message from its wire bytes; garbage is the caller's INVALID_ARGUMENT."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as error:
+        raise InvalidArgument(
+            f"request: not a valid {message_type.DESCRIPTOR.full_name} message ({error})"
+        ) from None
 
 
 def decode_generate(request: pb.GenerateRequest, spec: ModelSpec, max_images: int) -> GenerationJob:

@@ -20,7 +20,6 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cvae.v1 import generator_pb2 as pb
-from cvae.v1 import generator_pb2_grpc as pb_grpc
 from service.batcher import BatchingPolicy, DynamicBatcher
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
@@ -29,7 +28,7 @@ from service.registry import ModelRegistry
 from service.reload import ModelReloader
 from service.repository import ModelRepository
 from service.runtime import RuntimeOptions
-from service.servicer import GeneratorServicer, RequestLimits
+from service.servicer import GeneratorServicer, RequestLimits, add_to_server
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -97,6 +96,7 @@ class GenerationServer:
                 max_delay_s=settings.max_delay_ms / 1000.0,
                 batching=settings.batching,
                 queue_size=settings.queue_size,
+                concurrency=settings.decoder_slots,
             ),
             self.metrics,
         )
@@ -132,7 +132,7 @@ class GenerationServer:
                 settings.stream_chunk_size,
             ),
         )
-        pb_grpc.add_GeneratorServicer_to_server(servicer, self.server)
+        add_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -107,6 +107,11 @@ class ServiceSettings:
         default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
     )
     """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use."""
+    decoder_slots: int = field(
+        default=1, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
+    )
+    """Batches run concurrently (each with intra_op_threads). Above 1, a batch that starts while
+    another runs waits until it is full or max_delay_ms old."""
     reload_interval: float = field(
         default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
     )

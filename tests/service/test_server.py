@@ -263,3 +263,27 @@ def test_many_threads_many_requests_all_succeed(server: ServerProcess) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         assert set(pool.map(one, range(400))) == {784}
+
+
+@pytest.mark.parametrize(
+    ("method", "message_type"),
+    [
+        ("Generate", "cvae.v1.GenerateRequest"),
+        ("GenerateStream", "cvae.v1.GenerateRequest"),
+        ("GetModelInfo", "cvae.v1.GetModelInfoRequest"),
+    ],
+)
+def test_garbage_bytes_are_invalid_argument(
+    server: ServerProcess, method: str, message_type: str
+) -> None:
+    path = f"/cvae.v1.Generator/{method}"
+    channel = server.channel()
+    for body in (b"\xff\xff\xff", b"\x0a\x05\x01", bytes(range(256))):
+        with pytest.raises(grpc.RpcError) as raised:
+            if method == "GenerateStream":
+                list(channel.unary_stream(path)(body, timeout=10))
+            else:
+                channel.unary_unary(path)(body, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"request: not a valid {message_type} message" in raised.value.details()
+    assert server.health() == health_pb2.HealthCheckResponse.SERVING
