@@ -81,7 +81,7 @@ def _assemble_file(
     plan: JobPlan, chunks: Iterator[np.ndarray], labels: np.ndarray, out: Path
 ) -> dict[str, Any]:
     data_tmp = temporary_sibling(out)
-    manifest_file = manifest_path(out)
+    manifest_file = manifest_path(out, "npz")
     manifest_tmp = temporary_sibling(manifest_file)
     try:
         write_npz(data_tmp, chunks, labels)

@@ -15,15 +15,17 @@ from cvae.jobs.writers import idx_names
 MANIFEST_NAME = "manifest.json"
 
 
-def manifest_path(out: Path) -> Path:
-    """Where a dataset's manifest lives: inside a folder output, beside an .npz file."""
-    if out.suffix == ".npz" or out.is_file():
-        return out.with_name(out.name + ".manifest.json")
-    return out / MANIFEST_NAME
+def manifest_path(out: Path, dataset_format: str | None = None) -> Path:
+    """Where a dataset's manifest lives: beside an .npz file, inside a folder output.
+
+    Without `dataset_format`, an existing folder means a folder output.
+    """
+    is_file = dataset_format == "npz" if dataset_format else not out.is_dir()
+    return out.with_name(out.name + ".manifest.json") if is_file else out / MANIFEST_NAME
 
 
-def read_manifest(out: Path) -> dict[str, Any]:
-    return dict(json.loads(manifest_path(out).read_text()))
+def read_manifest(out: Path, dataset_format: str | None = None) -> dict[str, Any]:
+    return dict(json.loads(manifest_path(out, dataset_format).read_text()))
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -57,9 +57,9 @@ def work_dir_for(job: GenerateJob) -> WorkDir:
 
 
 def _already_complete(job: GenerateJob) -> bool:
-    if not manifest_path(job.out).is_file():
+    if not manifest_path(job.out, job.dataset_format).is_file():
         return False
-    manifest = read_manifest(job.out)
+    manifest = read_manifest(job.out, job.dataset_format)
     same = (
         manifest["seed"] == job.seed
         and manifest["per_label"] == job.per_label
