@@ -54,6 +54,9 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
         # Our own retries handle UNAVAILABLE with backoff; keep gRPC's transparent ones too.
         ("grpc.enable_retries", 1),
+        # Notice a (re)started replica within a second or two rather than gRPC's default 2 min.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     if tls is not None and tls.server_name_override:
         options.append(("grpc.ssl_target_name_override", tls.server_name_override))
