@@ -12,10 +12,10 @@ from tests.cvae.server import running_server
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.service.model_repository import build_model_repository
+    from tests.service.modelrepo import write_version  # the service's real tiny ONNX decoder
 
     root = tmp_path_factory.mktemp("models")
-    build_model_repository(root)
+    write_version(root, "1")
     return root
 
 
