@@ -136,6 +136,10 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(server: str, tmp_pat
         out.with_name("d.npz.manifest.json").read_bytes()
         == (tmp_path / "clean" / "d.npz.manifest.json").read_bytes()
     )
+    # once complete, the same command is a no-op that keeps the files
+    before = _tree_digest(out)
+    assert main(["generate", "--server", server, *job, "--out", str(out), "--no-progress"]) == 0
+    assert _tree_digest(out) == before
 
 
 def test_unwritable_output_is_a_clear_error_and_leaves_nothing(
