@@ -72,7 +72,6 @@ def test_merged_shards_equal_the_unsharded_run(
     server: str, tmp_path: Path, shard_count: int, fmt: str
 ) -> None:
     (tmp_path / "whole").mkdir()
-    (tmp_path / "merged").mkdir()
     name = "data.npz" if fmt == "npz" else "data"
     assert _generate(server, tmp_path / "whole" / name, "--format", fmt) == 0
     shards = [tmp_path / f"shard-{i}" for i in range(shard_count)]
