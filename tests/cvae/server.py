@@ -29,7 +29,9 @@ def port_is_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_server(repository: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    repository: Path, port: int, log: Path, *extra_args: str
+) -> subprocess.Popen[bytes]:
     """Launch `cvae serve` (not waiting for it); its output goes to `log`."""
     command = [
         sys.executable,
@@ -42,6 +44,7 @@ def start_server(repository: Path, port: int, log: Path) -> subprocess.Popen[byt
         str(port),
         "--metrics-port",
         str(free_port()),
+        *extra_args,
     ]
     with open(log, "ab") as sink:
         return subprocess.Popen(command, cwd=_ROOT, stdout=sink, stderr=subprocess.STDOUT)
@@ -74,10 +77,10 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_server(repository: Path, log: Path) -> Iterator[str]:
+def running_server(repository: Path, log: Path, *extra_args: str) -> Iterator[str]:
     """A serving `cvae serve` process; yields its "127.0.0.1:port" target."""
     port = free_port()
-    process = start_server(repository, port, log)
+    process = start_server(repository, port, log, *extra_args)
     try:
         wait_until_serving(f"127.0.0.1:{port}", process, timeout_s=60)
         yield f"127.0.0.1:{port}"

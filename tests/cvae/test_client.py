@@ -18,10 +18,18 @@ from cvae.client import (
     Encoding,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     RetryPolicy,
     UnavailableError,
 )
-from tests.cvae.server import free_port, port_is_open, start_server, stop_server, wait_until_serving
+from tests.cvae.server import (
+    free_port,
+    port_is_open,
+    running_server,
+    start_server,
+    stop_server,
+    wait_until_serving,
+)
 
 
 def test_generate_returns_numpy_images_labels_and_latents(server: str) -> None:
@@ -137,3 +145,24 @@ def test_async_client_has_the_same_api(server: str) -> None:
         assert np.array_equal(client.generate([4, 2], seed=9).images, single)
         assert np.array_equal(client.generate([4, 2] * 50, seed=9).images, streamed)
     assert offsets == [0, 30, 60, 90]
+
+
+def test_a_full_queue_is_retried_with_backoff(model_repository: Path, tmp_path: Path) -> None:
+    # room for one 64-image request; each is decoded one image per call, so it stays queued
+    # a while, and a burst of them overflows the queue
+    one_at_a_time = (
+        *("--queue-size", "64", "--max-images-per-request", "64", "--stream-chunk-size", "64"),
+        *("--max-batch", "1"),
+    )
+
+    async def burst(target: str, retry: RetryPolicy) -> list[BaseException | None]:
+        async with AsyncClient(target, retry=retry, timeout_s=60) as client:
+            calls = [client.generate([1] * 64, seed=s) for s in range(16)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    with running_server(model_repository, tmp_path / "log", *one_at_a_time) as target:
+        refused = asyncio.run(burst(target, NO_RETRY))
+        assert any(isinstance(o, ResourceExhaustedError) for o in refused), refused
+        patient = RetryPolicy(max_attempts=100, initial_backoff_s=0.05, max_backoff_s=0.5)
+        assert asyncio.run(burst(target, patient)) == [None] * 16
