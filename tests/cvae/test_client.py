@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -22,14 +23,13 @@ from cvae.client import (
     RetryPolicy,
     UnavailableError,
 )
-from tests.cvae.server import (
-    free_port,
-    port_is_open,
-    running_server,
-    start_server,
-    stop_server,
-    wait_until_serving,
-)
+from tests.service.serverproc import ServerProcess
+
+
+def _port_is_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_generate_returns_numpy_images_labels_and_latents(server: str) -> None:
@@ -101,30 +101,26 @@ def test_dns_target_with_round_robin_works(server: str) -> None:
         assert client.generate([1], seed=1).images.shape[0] == 1
 
 
-def test_client_retries_until_a_late_server_is_up(model_repository: Path, tmp_path: Path) -> None:
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    assert not port_is_open(port)
-    with Client(target, retry=NO_RETRY, timeout_s=5) as client, pytest.raises(UnavailableError):
+def test_client_retries_until_a_late_server_is_up(model_repository: Path) -> None:
+    late = ServerProcess(model_repository)  # a port, no process yet
+    assert not _port_is_open(late.port)
+    with (
+        Client(late.address, retry=NO_RETRY, timeout_s=5) as client,
+        pytest.raises(UnavailableError),
+    ):
         client.generate([0], seed=0)
-
-    processes = []
-    starter = threading.Timer(
-        1.0, lambda: processes.append(start_server(model_repository, port, tmp_path / "log"))
-    )
+    starter = threading.Timer(1.0, lambda: late.start(wait=False))
     starter.start()
     try:
         retry = RetryPolicy(max_attempts=100, initial_backoff_s=0.2, max_backoff_s=1.0)
-        with Client(target, retry=retry, timeout_s=90) as client:
-            result = client.generate([2], seed=5)  # called while nothing listens on the port
-        assert processes, "the call returned before the server was started"
+        with Client(late.address, retry=retry, timeout_s=90) as client:
+            result = client.generate([2], seed=5)  # called while nothing listens yet
+        assert late.process is not None, "the call returned before the server was started"
         assert result.labels.tolist() == [2]
-        wait_until_serving(target, processes[0], timeout_s=5)
     finally:
         starter.cancel()
         starter.join()
-        for process in processes:
-            stop_server(process)
+        late.__exit__(None, None, None)
 
 
 def test_async_client_has_the_same_api(server: str) -> None:
@@ -147,7 +143,7 @@ def test_async_client_has_the_same_api(server: str) -> None:
     assert offsets == [0, 30, 60, 90]
 
 
-def test_a_full_queue_is_retried_with_backoff(model_repository: Path, tmp_path: Path) -> None:
+def test_a_full_queue_is_retried_with_backoff(model_repository: Path) -> None:
     # room for one 64-image request; each is decoded one image per call, so it stays queued
     # a while, and a burst of them overflows the queue
     one_at_a_time = (
@@ -161,7 +157,8 @@ def test_a_full_queue_is_retried_with_backoff(model_repository: Path, tmp_path: 
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         return [o if isinstance(o, BaseException) else None for o in outcomes]
 
-    with running_server(model_repository, tmp_path / "log", *one_at_a_time) as target:
+    with ServerProcess(model_repository, *one_at_a_time) as running:
+        target = running.address
         refused = asyncio.run(burst(target, NO_RETRY))
         assert any(isinstance(o, ResourceExhaustedError) for o in refused), refused
         patient = RetryPolicy(max_attempts=100, initial_backoff_s=0.05, max_backoff_s=0.5)
