@@ -21,8 +21,10 @@ from cvae.client import (
     NotFoundError,
     ResourceExhaustedError,
     RetryPolicy,
+    TlsConfig,
     UnavailableError,
 )
+from tests.cvae.certs import make_certificates
 from tests.service.serverproc import ServerProcess
 
 
@@ -163,3 +165,26 @@ def test_a_full_queue_is_retried_with_backoff(model_repository: Path) -> None:
         assert any(isinstance(o, ResourceExhaustedError) for o in refused), refused
         patient = RetryPolicy(max_attempts=100, initial_backoff_s=0.05, max_backoff_s=0.5)
         assert asyncio.run(burst(target, patient)) == [None] * 16
+
+
+def test_mutual_tls(model_repository: Path, tmp_path: Path) -> None:
+    files = make_certificates(tmp_path)
+    tls = TlsConfig.from_files(files.ca, files.client_cert, files.client_key)
+    tls_flags = (
+        *("--tls-cert", str(files.server_cert), "--tls-key", str(files.server_key)),
+        *("--tls-client-ca", str(files.ca)),
+    )
+    with ServerProcess(model_repository, *tls_flags, credentials=tls.credentials()) as running:
+        with Client(running.address, tls=tls) as client:
+            assert client.generate([7], seed=1).labels.tolist() == [7]
+        for refused in (TlsConfig.from_files(files.ca), None):  # no client cert; plaintext
+            _assert_unavailable(running.address, refused)
+
+
+def _assert_unavailable(target: str, tls: TlsConfig | None) -> None:
+    client = Client(target, tls=tls, retry=NO_RETRY, timeout_s=10)
+    try:
+        with pytest.raises(UnavailableError):
+            client.generate([7], seed=1)
+    finally:
+        client.close()
