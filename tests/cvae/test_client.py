@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cvae.cli import main
 from cvae.client import (
     NO_RETRY,
     AsyncClient,
@@ -177,6 +178,12 @@ def test_mutual_tls(model_repository: Path, tmp_path: Path) -> None:
     with ServerProcess(model_repository, *tls_flags, credentials=tls.credentials()) as running:
         with Client(running.address, tls=tls) as client:
             assert client.generate([7], seed=1).labels.tolist() == [7]
+        tls_args = ["--tls-ca", str(files.ca), "--tls-cert", str(files.client_cert)]
+        tls_args += ["--tls-key", str(files.client_key)]
+        out = tmp_path / "tls.npz"
+        command = ["generate", "--server", running.address, "--per-label", "2", "--out", str(out)]
+        assert main([*command, *tls_args, "--no-progress"]) == 0
+        assert out.is_file()
         for refused in (TlsConfig.from_files(files.ca), None):  # no client cert; plaintext
             _assert_unavailable(running.address, refused)
 
