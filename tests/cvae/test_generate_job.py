@@ -224,3 +224,21 @@ def test_grid_and_interpolation_pngs(server: str, tmp_path: Path) -> None:
     assert Image.open(strip).size == ((7 * 30 + 2) * 2, (1 * 30 + 2) * 2)
     pixels = np.asarray(Image.open(strip))
     assert pixels.std() > 0
+
+
+def test_a_different_job_is_never_mixed_into_existing_output(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "data.npz"
+    assert _generate(server, out) == 0
+    before = _tree_digest(out)
+    assert _generate(server, out, "--temperature", "0.5") == 1
+    assert "already holds another dataset" in capsys.readouterr().err
+    assert _tree_digest(out) == before
+    # an interrupted job's chunks are not reused for another seed
+    partial = tmp_path / "other.npz.partial"
+    shard = ["--shard-index", "0", "--shard-count", "2"]
+    assert _generate(server, tmp_path / "s", *shard) == 0
+    (tmp_path / "s").rename(partial)
+    assert _generate(server, tmp_path / "other.npz", "--seed", "43") == 1
+    assert "holds a different job (differs in seed)" in capsys.readouterr().err
