@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +149,20 @@ def test_unwritable_output_is_a_clear_error_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+def _with_file_size_limit(limit: int, command: list[str]) -> list[str]:
+    """`command` (a `python -m cvae ...` line) run where files cannot grow past `limit` bytes.
 
-    return apply
+    The limit is set by the child itself rather than in a preexec_fn: forking this process,
+    which holds gRPC channels, and running Python before exec can crash gRPC's poller.
+    """
+    launcher = (
+        "import resource, runpy, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, not a kill\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "sys.argv = ['cvae', *sys.argv[1:]]\n"
+        "runpy.run_module('cvae', run_name='__main__')\n"
+    )
+    return [sys.executable, "-c", launcher, *command[3:]]
 
 
 @pytest.mark.parametrize(
@@ -173,11 +179,10 @@ def test_a_full_disk_leaves_nothing_half_written(
     out = tmp_path / "data"
     job = ["--per-label", "30", "--chunk-size", "10", "--format", fmt, "--no-progress"]
     result = subprocess.run(
-        _cli(server, out, *job),
+        _with_file_size_limit(limit, _cli(server, out, *job)),
         cwd=_ROOT,
         capture_output=True,
         text=True,
-        preexec_fn=_file_size_limit(limit),
         timeout=120,
     )
     assert result.returncode == 1, result.stderr
