@@ -26,9 +26,9 @@ _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
 @functools.cache
-def _help(command: str) -> str:
+def _help(*command: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "cvae", command, "--help"],
+        [sys.executable, "-m", "cvae", *command, "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -38,8 +38,8 @@ def _help(command: str) -> str:
     return result.stdout
 
 
-def _flags(command: str) -> set[str]:
-    return set(_FLAG.findall(_help(command)))
+def _flags(*command: str) -> set[str]:
+    return set(_FLAG.findall(_help(*command)))
 
 
 def _flag_for(variable: str) -> str:
@@ -109,3 +109,10 @@ def test_the_generate_job_passes_only_flags_that_cvae_generate_has() -> None:
     passed = {arg for arg in args[1:] if arg.startswith("--")}
     assert passed <= _flags("generate"), passed - _flags("generate")
     assert "--shard-index" in _flags("generate") and "--shard-count" in _flags("generate")
+
+
+def test_the_merge_job_passes_only_flags_that_cvae_generate_merge_has() -> None:
+    args = container(one(render("jobs/merge"), "Job"))["args"]
+    assert args[:2] == ["generate", "merge"]
+    passed = {arg for arg in args[2:] if arg.startswith("--")}
+    assert passed <= _flags("generate", "merge"), passed - _flags("generate", "merge")

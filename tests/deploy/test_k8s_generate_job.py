@@ -1,8 +1,12 @@
-"""The Indexed Job that writes a dataset in shards agrees with the serving stack it calls."""
+"""The Indexed Job that writes a dataset in shards, and the Job that merges them, agree with each
+other and with the serving stack they call."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlparse
+
+import pytest
 
 from tests.deploy.manifests import (
     container,
@@ -16,10 +20,24 @@ from tests.deploy.manifests import (
 )
 
 _JOB = "jobs/generate"
+_MERGE = "jobs/merge"
+_JOBS = (_JOB, _MERGE)
+_REFERENCE = re.compile(r"\$\((\w+)\)")
 
 
-def _job() -> dict:
-    return one(render(_JOB), "Job")
+def _job(kustomization: str = _JOB) -> dict:
+    return one(render(kustomization), "Job")
+
+
+def _shard_folders() -> list[str]:
+    """The --out of each shard pod, with its completion index filled in."""
+    job = _job()
+    out = _arg(container(job)["args"], "--out")
+    env = {e["name"]: e for e in container(job)["env"]}
+    (variable,) = _REFERENCE.findall(out)
+    field = env[variable]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    return [out.replace(f"$({variable})", str(i)) for i in range(job["spec"]["completions"])]
 
 
 def _arg(args: list[str], flag: str) -> str:
@@ -38,19 +56,48 @@ def test_job_is_indexed_with_one_shard_per_completion() -> None:
     assert pod_spec(job)["restartPolicy"] == "Never"
 
 
-def test_job_writes_to_the_claim_it_ships() -> None:
-    rendered = render(_JOB)
-    job = one(rendered, "Job")
+def _claim_of(job: dict, path: str) -> str:
+    """The PersistentVolumeClaim that `path` lies on inside the job's container."""
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     claims = {
         m["mountPath"]: volumes[m["name"]]["persistentVolumeClaim"]["claimName"]
         for m in container(job)["volumeMounts"]
         if "persistentVolumeClaim" in volumes[m["name"]]
     }
-    out = _arg(container(job)["args"], "--out")
-    (mount_path,) = [path for path in claims if out.startswith(path.rstrip("/") + "/")]
-    claim = one(rendered, "PersistentVolumeClaim", claims[mount_path])
+    (mount_path,) = [mount for mount in claims if path.startswith(mount.rstrip("/") + "/")]
+    return claims[mount_path]
+
+
+def test_job_writes_to_the_claim_it_ships() -> None:
+    job = _job()
+    claim = one(render(_JOB), "PersistentVolumeClaim", _claim_of(job, _shard_folders()[0]))
     assert "ReadWriteMany" in claim["spec"]["accessModes"], "shard pods may share no node"
+
+
+@pytest.mark.parametrize("kustomization", _JOBS)
+def test_every_variable_the_arguments_name_is_defined(kustomization: str) -> None:
+    """Kubernetes leaves an undefined $(NAME) in place, silently: refuse one."""
+    job_container = container(_job(kustomization))
+    defined = {e["name"] for e in job_container.get("env", [])}
+    for arg in job_container["args"]:
+        assert set(_REFERENCE.findall(arg)) <= defined, arg
+
+
+def test_each_shard_writes_its_own_folder() -> None:
+    folders = _shard_folders()
+    assert len(set(folders)) == len(folders) == _job()["spec"]["completions"]
+
+
+def test_merge_reads_exactly_the_shards_from_the_same_claim() -> None:
+    merge_job = _job(_MERGE)
+    args = container(merge_job)["args"]
+    assert args[:2] == ["generate", "merge"]
+    out = _arg(args, "--out")
+    shards = [a for a in args[2:] if not a.startswith("--") and a != out]
+    assert shards == _shard_folders()
+    generate_claim = _claim_of(_job(), _shard_folders()[0])
+    assert {_claim_of(merge_job, path) for path in [*shards, out]} == {generate_claim}
+    assert out not in shards
 
 
 def test_job_calls_the_headless_service_on_its_grpc_port() -> None:
@@ -64,8 +111,9 @@ def test_job_calls_the_headless_service_on_its_grpc_port() -> None:
         assert grpc["port"] == int(port)
 
 
-def test_job_pods_are_not_taken_for_server_pods() -> None:
-    labels = pod_labels(_job())
+@pytest.mark.parametrize("kustomization", _JOBS)
+def test_job_pods_are_not_taken_for_server_pods(kustomization: str) -> None:
+    labels = pod_labels(_job(kustomization))
     base = render("base")
     for service in objects(base, "Service"):
         assert not service_selects(service, labels), service["metadata"]["name"]
@@ -73,8 +121,9 @@ def test_job_pods_are_not_taken_for_server_pods() -> None:
     assert not selector_matches(one(base, "Deployment")["spec"]["selector"], labels)
 
 
-def test_job_runs_the_serving_image_locked_down() -> None:
-    job = _job()
+@pytest.mark.parametrize("kustomization", _JOBS)
+def test_job_runs_the_serving_image_locked_down(kustomization: str) -> None:
+    job = _job(kustomization)
     deployment = one(render("base"), "Deployment")
     assert (
         container(job)["image"].rsplit(":", 1)[0]
