@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -14,8 +16,9 @@ import yaml
 
 from tests.deploy.manifests import ROOT, one, render, serving_kustomizations
 from tests.deploy.models import model_repository
-from tests.deploy.promql import Selector, grafana_selectors, selectors
+from tests.deploy.promql import Matcher, Selector, grafana_selectors, selectors
 from tests.deploy.server import running_server
+from tests.service.modelrepo import write_version
 
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "cvae-rules.yaml"
@@ -34,14 +37,17 @@ Exported = dict[str, list[dict[str, str]]]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
-    """The live /metrics of `cvae serve` after one good and one refused call."""
+    """The live /metrics of `cvae serve` after a good call, a refused call and a refused reload."""
     scratch = tmp_path_factory.mktemp("metrics")
+    repository = scratch / "repository"
+    shutil.copytree(model_repository(scratch / "models"), repository)
     environ = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(scratch),
         "CVAE_HOST": "127.0.0.1",
-        "CVAE_MODEL_REPOSITORY": str(model_repository(scratch / "models")),
+        "CVAE_MODEL_REPOSITORY": str(repository),
         "CVAE_INTRA_OP_THREADS": "1",
+        "CVAE_RELOAD_INTERVAL": "0.5",
     }
     command = [sys.executable, "-m", "cvae", "serve"]
     with running_server(command, environ, scratch / "server.log", cwd=ROOT) as server:
@@ -49,7 +55,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         with pytest.raises(grpc.RpcError) as refused:
             server.generate([10_000])
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        yield server.scrape()
+        # A newer version that does not check out: the reloader refuses it, and counts it.
+        (name,) = [folder.name for folder in repository.iterdir() if folder.is_dir()]
+        newest = max(int(v.name) for v in (repository / name).iterdir() if v.name.isdigit())
+        write_version(repository, str(newest + 1), name=name, breakage="sha_mismatch")
+        deadline = time.monotonic() + 30
+        while True:
+            samples = server.scrape()
+            outcomes = {s.get("outcome") for s in samples.get("cvae_model_reloads_total", [])}
+            if "refused" in outcomes or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        yield samples
 
 
 def _rules() -> list[dict]:
@@ -159,23 +176,51 @@ def test_the_autoscaler_metric_is_the_one_the_adapter_serves() -> None:
 # ---- against the live service
 
 
+def _recording_sources(record: str) -> list[Selector]:
+    """The series a recorded metric is computed from, down to exported metrics."""
+    (rule,) = [rule for rule in _rules() if rule.get("record") == record]
+    sources: list[Selector] = []
+    for selector in selectors(rule["expr"]):
+        is_recorded = ":" in selector.metric
+        sources.extend(_recording_sources(selector.metric) if is_recorded else [selector])
+    return sources
+
+
 def _check_selector(selector: Selector, exported: Exported, where: str) -> None:
     if selector.metric in _PROMETHEUS_SERIES:
         return
     if ":" in selector.metric:
         assert selector.metric in _recorded(), f"{where}: {selector.metric} is never recorded"
+        # A recorded series carries its sources' labels: check the matchers against those.
+        for matcher in selector.matchers:
+            label_sets = [
+                labels
+                for source in _recording_sources(selector.metric)
+                for labels in exported.get(source.metric, [])
+                if matcher.label in labels
+            ]
+            if matcher.label in _TARGET_LABELS:
+                continue
+            assert label_sets, f"{where}: the sources of {selector.metric} lack {matcher.label}"
+            _check_value(matcher, label_sets, f"{where}: {selector.metric}")
         return
     assert selector.metric in exported, f"{where}: the service exports no {selector.metric}"
     label_sets = exported[selector.metric]
     known = set().union(*label_sets) | _TARGET_LABELS
     for matcher in selector.matchers:
         assert matcher.label in known, f"{where}: {selector.metric} has no label {matcher.label}"
-        if matcher.label == "code":
-            values = set(matcher.value.split("|"))
-            assert values <= _GRPC_CODES, f"{where}: not gRPC codes: {values - _GRPC_CODES}"
-        elif matcher.label in set().union(*label_sets) and matcher.operator == "=":
-            seen = {labels.get(matcher.label) for labels in label_sets}
-            assert matcher.value in seen, f"{where}: {matcher} never seen; the service has {seen}"
+        if matcher.label not in _TARGET_LABELS:
+            _check_value(matcher, label_sets, f"{where}: {selector.metric}")
+
+
+def _check_value(matcher: Matcher, label_sets: list[dict[str, str]], where: str) -> None:
+    """gRPC codes must be code names; other equality matchers a value the service has used."""
+    if matcher.label == "code":
+        values = set(matcher.value.split("|"))
+        assert values <= _GRPC_CODES, f"{where}: not gRPC codes: {values - _GRPC_CODES}"
+    elif matcher.operator == "=":
+        seen = {labels.get(matcher.label) for labels in label_sets}
+        assert matcher.value in seen, f"{where}: {matcher} never seen; the service has {seen}"
 
 
 def test_every_metric_the_rules_name_is_exported(exported: Exported) -> None:
@@ -197,3 +242,5 @@ def test_the_scrape_is_real(exported: Exported) -> None:
     """The fixture saw the calls it made: the check above is not against an empty page."""
     codes = {labels["code"] for labels in exported["cvae_requests_total"]}
     assert {"OK", "INVALID_ARGUMENT"} <= codes
+    outcomes = {labels["outcome"] for labels in exported["cvae_model_reloads_total"]}
+    assert "refused" in outcomes
