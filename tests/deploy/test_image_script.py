@@ -2,21 +2,24 @@
 
 The builder stage's COPY lines lay out a build context in a temporary folder, its RUN line
 builds the serving venv there (`image.sh install serve`, pip from this machine's indexes), and
-the serve stage's ENTRYPOINT starts the server with the pod's settings (the base ConfigMap).
+the serve stage's ENTRYPOINT starts the server with the pod's settings (the base ConfigMap), and
+the generate and merge Jobs' own arguments run through the same entrypoint against it.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.deploy.dockerfile import Stage, stages
-from tests.deploy.manifests import ROOT, one, render
+from tests.deploy.manifests import ROOT, container, one, render
 from tests.deploy.models import model_repository
 from tests.deploy.server import running_server
 
@@ -92,33 +95,54 @@ def test_the_serving_venv_has_no_torch_and_no_pip(serving_venv: tuple[Path, Path
     assert result.returncode == 0, result.stderr
 
 
-def test_the_entrypoint_serves_with_the_pod_settings_and_writes_nothing_outside_tmp(
-    serving_venv: tuple[Path, Path], tmp_path: Path
-) -> None:
-    context, venv = serving_venv
-    serve = stages()["serve"]
-    # The image's files: the script and the baked-in model repository, as the serve stage copies.
-    opt = tmp_path / "opt"
-    shutil.copytree(model_repository(tmp_path / "models-source"), opt / "models")
+def _image_files(context: Path, root: Path) -> Path:
+    """The serve stage's own files under `root`/opt: the script and the model repository."""
+    opt = root / "opt"
+    shutil.copytree(model_repository(root / "models-source"), opt / "models")
     shutil.copy2(context / "deploy" / "image.sh", opt / "image.sh")
-    writable_tmp = tmp_path / "tmp"
-    writable_tmp.mkdir()
-    # The environment of a pod: the image's ENV, then the ConfigMap, paths moved under tmp_path.
-    environ = {k: v for k, v in serve.env().items() if k not in ("PATH", "VIRTUAL_ENV")}
-    environ |= one(render("base"), "ConfigMap")["data"]
-    environ |= {
+    return opt
+
+
+def _image_environment(venv: Path, writable_tmp: Path) -> dict[str, str]:
+    """The image's ENV with its paths moved: the venv's bin first, HOME and caches in /tmp."""
+    environ = {k: v for k, v in stages()["serve"].env().items() if k not in ("PATH", "VIRTUAL_ENV")}
+    writable_tmp.mkdir(exist_ok=True)
+    return environ | {
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "HOME": str(writable_tmp),
         "TMPDIR": str(writable_tmp),
         "XDG_CACHE_HOME": str(writable_tmp / ".cache"),
-        "CVAE_HOST": "127.0.0.1",
-        "CVAE_MODEL_REPOSITORY": str(opt / "models"),
-        "CVAE_INTRA_OP_THREADS": "1",
-        "CVAE_GRACE_PERIOD": "5",
     }
-    entrypoint = serve.exec_form("ENTRYPOINT")
+
+
+def _entrypoint(opt: Path) -> list[str]:
+    entrypoint = stages()["serve"].exec_form("ENTRYPOINT")
     assert entrypoint[:2] == ["/bin/sh", "/opt/cvae/image.sh"]
-    command = ["/bin/sh", str(opt / "image.sh"), *entrypoint[2:], *serve.exec_form("CMD")]
+    return ["/bin/sh", str(opt / "image.sh"), *entrypoint[2:]]
+
+
+def _server_environment(venv: Path, opt: Path, writable_tmp: Path) -> dict[str, str]:
+    """A server pod's environment: the image's, then the base ConfigMap, then local paths."""
+    return (
+        _image_environment(venv, writable_tmp)
+        | one(render("base"), "ConfigMap")["data"]
+        | {
+            "CVAE_HOST": "127.0.0.1",
+            "CVAE_MODEL_REPOSITORY": str(opt / "models"),
+            "CVAE_INTRA_OP_THREADS": "1",
+            "CVAE_GRACE_PERIOD": "5",
+        }
+    )
+
+
+def test_the_entrypoint_serves_with_the_pod_settings_and_writes_nothing_outside_tmp(
+    serving_venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    context, venv = serving_venv
+    opt = _image_files(context, tmp_path)
+    writable_tmp = tmp_path / "tmp"
+    environ = _server_environment(venv, opt, writable_tmp)
+    command = [*_entrypoint(opt), *stages()["serve"].exec_form("CMD")]
     before = _snapshot(venv, opt)
     with running_server(command, environ, tmp_path / "server.log", cwd=writable_tmp) as server:
         assert server.health("") == health_pb2.HealthCheckResponse.SERVING
@@ -130,3 +154,62 @@ def test_the_entrypoint_serves_with_the_pod_settings_and_writes_nothing_outside_
     # SIGTERM reached the server itself (the script execs it) and it drained cleanly.
     assert process.returncode == 0, (tmp_path / "server.log").read_text()
     assert _snapshot(venv, opt) == before, "the server wrote outside /tmp"
+
+
+def _pod_arguments(job: dict, environ: dict[str, str], replacements: dict[str, str]) -> list[str]:
+    """The Job container's args as the kubelet runs them ($(VAR) expanded), paths replaced."""
+    args = [re.sub(r"\$\((\w+)\)", lambda m: environ[m[1]], a) for a in container(job)["args"]]
+    for old, new in replacements.items():
+        args = [arg.replace(old, new) for arg in args]
+    return args
+
+
+def test_the_generate_and_merge_jobs_run_in_the_image_against_the_server(
+    serving_venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The Jobs' own arguments, shard by shard, with a smaller size: one dataset comes out."""
+    context, venv = serving_venv
+    opt = _image_files(context, tmp_path)
+    server_environ = _server_environment(venv, opt, tmp_path / "server-tmp")
+    generate, merge = one(render("jobs/generate"), "Job"), one(render("jobs/merge"), "Job")
+    data = tmp_path / "data"
+    data.mkdir()
+    per_label = 5
+    with running_server(
+        [*_entrypoint(opt), "serve"], server_environ, tmp_path / "server.log", cwd=tmp_path
+    ) as server:
+        replacements = {
+            "dns:///cvae-headless:50051": f"dns:///127.0.0.1:{server.port}",
+            "/data/": f"{data}/",
+        }
+        for index in range(generate["spec"]["completions"]):
+            environ = _image_environment(venv, tmp_path / f"pod-{index}-tmp")
+            environ["JOB_COMPLETION_INDEX"] = str(index)  # set by the Job controller
+            for variable in container(generate)["env"]:
+                if "value" in variable:
+                    environ[variable["name"]] = variable["value"]
+                else:  # the completion-index annotation, through the downward API
+                    environ[variable["name"]] = str(index)
+            args = _pod_arguments(generate, environ, replacements)
+            args[args.index("--per-label") + 1] = str(per_label)
+            _run_pod(opt, args, environ, tmp_path)
+    environ = _image_environment(venv, tmp_path / "merge-tmp")
+    args = _pod_arguments(merge, environ, {"/data/": f"{data}/"})
+    _run_pod(opt, args, environ, tmp_path)
+    out = Path(args[args.index("--out") + 1])
+    with np.load(out) as dataset:
+        labels = dataset["labels"]
+        assert dataset["images"].shape == (10 * per_label, 28, 28)
+    assert sorted(np.bincount(labels).tolist()) == [per_label] * 10
+
+
+def _run_pod(opt: Path, args: list[str], environ: dict[str, str], cwd: Path) -> None:
+    result = subprocess.run(
+        [*_entrypoint(opt), *args],
+        env=environ,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, f"{args}:\n{result.stdout}\n{result.stderr}"
