@@ -109,6 +109,10 @@ def test_the_generate_job_passes_only_flags_that_cvae_generate_has() -> None:
     passed = {arg for arg in args[1:] if arg.startswith("--")}
     assert passed <= _flags("generate"), passed - _flags("generate")
     assert "--shard-index" in _flags("generate") and "--shard-count" in _flags("generate")
+    # The pod sets no --shard-index/--shard-count: the command reads them from these variables.
+    assert not passed & {"--shard-index", "--shard-count"}
+    for variable in ("JOB_COMPLETION_INDEX", "CVAE_SHARD_COUNT"):
+        assert variable in _help("generate"), f"`cvae generate --help` does not name {variable}"
 
 
 def test_the_merge_job_passes_only_flags_that_cvae_generate_merge_has() -> None:
