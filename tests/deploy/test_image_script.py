@@ -3,7 +3,9 @@
 The builder stage's COPY lines lay out a build context in a temporary folder, its RUN line
 builds the serving venv there (`image.sh install serve`, pip from this machine's indexes), and
 the serve stage's ENTRYPOINT starts the server with the pod's settings (the base ConfigMap), and
-the generate and merge Jobs' own arguments run through the same entrypoint against it.
+the generate and merge Jobs' own arguments run through the same entrypoint against it. Each
+process runs as in a pod with readOnlyRootFilesystem: in a private mount namespace (`unshare`,
+as root) where / is read-only and only its /tmp (and the Job's claim) are writable.
 """
 
 from __future__ import annotations
@@ -45,13 +47,17 @@ def _lay_out_context(stage: Stage, context: Path) -> None:
                 shutil.copy2(origin, target)
 
 
-def _snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(path): (path.stat().st_size, path.stat().st_mtime_ns)
-        for folder in folders
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+def _read_only_root(command: list[str], writable: list[Path]) -> list[str]:
+    """`command` in a private mount namespace where / is read-only and only `writable` is not,
+    as in a pod with readOnlyRootFilesystem and emptyDir/PVC mounts. Everything execs, so
+    signals reach the program itself."""
+    script = (
+        'for dir in "$@"; do [ "$dir" = -- ] && break; mount --bind "$dir" "$dir"; done; '
+        "mount -o remount,bind,ro / && "
+        'while [ "$1" != -- ]; do shift; done; shift; exec "$@"'
+    )
+    folders = [str(folder) for folder in writable]
+    return ["unshare", "--mount", "sh", "-c", script, "sh", *folders, "--", *command]
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +141,32 @@ def _server_environment(venv: Path, opt: Path, writable_tmp: Path) -> dict[str, 
     )
 
 
-def test_the_entrypoint_serves_with_the_pod_settings_and_writes_nothing_outside_tmp(
+def test_the_read_only_root_is_read_only_but_for_its_tmp(
+    serving_venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The mount namespace the next tests run in refuses writes outside the writable folders."""
+    _, venv = serving_venv
+    writable = tmp_path / "tmp"
+    writable.mkdir()
+    probe = f"touch {writable}/ok && touch {venv}/bin/not-ok"
+    result = subprocess.run(
+        _read_only_root(["sh", "-c", probe], [writable]), capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "Read-only file system" in result.stderr, result.stderr
+    assert (writable / "ok").exists()
+    assert not (venv / "bin" / "not-ok").exists()
+
+
+def test_the_entrypoint_serves_on_a_read_only_root_with_the_pod_settings(
     serving_venv: tuple[Path, Path], tmp_path: Path
 ) -> None:
     context, venv = serving_venv
     opt = _image_files(context, tmp_path)
     writable_tmp = tmp_path / "tmp"
     environ = _server_environment(venv, opt, writable_tmp)
-    command = [*_entrypoint(opt), *stages()["serve"].exec_form("CMD")]
-    before = _snapshot(venv, opt)
+    command = _read_only_root(
+        [*_entrypoint(opt), *stages()["serve"].exec_form("CMD")], writable=[writable_tmp]
+    )
     with running_server(command, environ, tmp_path / "server.log", cwd=writable_tmp) as server:
         assert server.health("") == health_pb2.HealthCheckResponse.SERVING
         response = server.generate(list(range(10)), seed=7)
@@ -151,9 +174,8 @@ def test_the_entrypoint_serves_with_the_pod_settings_and_writes_nothing_outside_
         assert list(response.labels) == list(range(10))
         assert response.model_name
         process = server.process
-    # SIGTERM reached the server itself (the script execs it) and it drained cleanly.
+    # SIGTERM reached the server itself (everything execs) and it drained cleanly.
     assert process.returncode == 0, (tmp_path / "server.log").read_text()
-    assert _snapshot(venv, opt) == before, "the server wrote outside /tmp"
 
 
 def _pod_arguments(job: dict, environ: dict[str, str], replacements: dict[str, str]) -> list[str]:
@@ -204,8 +226,10 @@ def test_the_generate_and_merge_jobs_run_in_the_image_against_the_server(
 
 
 def _run_pod(opt: Path, args: list[str], environ: dict[str, str], cwd: Path) -> None:
+    """One Job pod: read-only root, writable /tmp (its TMPDIR) and the dataset claim."""
+    writable = [Path(environ["TMPDIR"]), cwd / "data"]
     result = subprocess.run(
-        [*_entrypoint(opt), *args],
+        _read_only_root([*_entrypoint(opt), *args], writable),
         env=environ,
         cwd=cwd,
         capture_output=True,
