@@ -14,7 +14,7 @@ set -eu
 _DEFAULT_MODEL_REPOSITORY=/opt/cvae/models
 
 usage() {
-    sed -n '5,8p' "$0" >&2
+    sed -n '5,7p' "$0" >&2
     exit 2
 }
 
