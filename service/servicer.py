@@ -28,6 +28,31 @@ _LOGGER = logging.getLogger(__name__)
 _OFF_LOOP_PIXELS = 64 * 28 * 28
 
 
+class InFlight:
+    """Counts Generator calls in progress, so shutdown can wait for exactly those.
+
+    (Health Watch and reflection streams never end by themselves; they must not hold the
+    shutdown for the whole grace period.)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """Per-request limits announced in ModelInfo and enforced by the codec."""
@@ -51,11 +76,12 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
         self._generator = generator
         self._metrics = metrics
         self._limits = limits
+        self.in_flight = InFlight()
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        async with _Call(self._metrics, "Generate", context):
+        async with _Call(self._metrics, self.in_flight, "Generate", context):
             runtime = self._registry.resolve(request.model_version)
             job = codec.decode_generate(request, runtime.spec, self._limits.max_images_per_request)
             result = await self._generator.generate(runtime, job, _deadline_of(context))
@@ -67,7 +93,7 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        async with _Call(self._metrics, "GenerateStream", context):
+        async with _Call(self._metrics, self.in_flight, "GenerateStream", context):
             runtime = self._registry.resolve(request.model_version)
             limits = self._limits
             job = codec.decode_stream(
@@ -86,7 +112,7 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        async with _Call(self._metrics, "GetModelInfo", context):
+        async with _Call(self._metrics, self.in_flight, "GetModelInfo", context):
             runtime = self._registry.resolve(request.model_version)
             return codec.encode_model_info(
                 runtime.spec,
@@ -100,17 +126,23 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
 class _Call:
     """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses."""
 
-    __slots__ = ("_context", "_method", "_metrics", "_started")
+    __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_started")
 
     def __init__(
-        self, metrics: ServiceMetrics, method: str, context: grpc.aio.ServicerContext
+        self,
+        metrics: ServiceMetrics,
+        in_flight: InFlight,
+        method: str,
+        context: grpc.aio.ServicerContext,
     ) -> None:
         self._metrics = metrics
+        self._in_flight = in_flight
         self._method = method
         self._context = context
         self._started = time.perf_counter()
 
     async def __aenter__(self) -> _Call:
+        self._in_flight.enter()
         return self
 
     async def __aexit__(
@@ -139,6 +171,7 @@ class _Call:
             )
             return False  # not reached: abort raises
         finally:
+            self._in_flight.leave()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
 
 

@@ -61,10 +61,6 @@ class ServiceSettings:
         default=9464, metadata=_about("Prometheus /metrics port; 0 turns it off", maximum=65535)
     )
     """TCP port of the Prometheus HTTP endpoint (same host); 0 means no metrics endpoint."""
-    workers: int = field(
-        default=1, metadata=_about("server processes sharing the port (SO_REUSEPORT)", minimum=1)
-    )
-    """Processes that each serve the port; above 1 the kernel spreads connections over them."""
     max_batch: int = field(
         default=256, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
     )
@@ -110,7 +106,7 @@ class ServiceSettings:
     intra_op_threads: int = field(
         default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
     )
-    """onnxruntime intra-op threads; 0 picks the usable CPU count divided by the workers."""
+    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use."""
     reload_interval: float = field(
         default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
     )
