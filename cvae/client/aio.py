@@ -164,9 +164,9 @@ class AsyncClient:
         self, error: GeneratorError, backoffs: Iterator[float], deadline: float
     ) -> None:
         if not self.retry.is_retryable(error.code):
-            raise error
+            raise error from None  # the typed error carries code and details
         wait = next(backoffs, None)
         if wait is None or time.monotonic() + wait >= deadline:
-            raise error
+            raise error from None  # the typed error carries code and details
         _LOGGER.info("retrying in %.3fs after %s", wait, error)
         await asyncio.sleep(wait)

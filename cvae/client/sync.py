@@ -172,9 +172,9 @@ class Client:
     ) -> None:
         """Sleep before the next try, or raise `error` when it is final."""
         if not self.retry.is_retryable(error.code):
-            raise error
+            raise error from None  # the typed error carries code and details
         wait = next(backoffs, None)
         if wait is None or time.monotonic() + wait >= deadline:
-            raise error
+            raise error from None  # the typed error carries code and details
         _LOGGER.info("retrying in %.3fs after %s", wait, error)
         time.sleep(wait)

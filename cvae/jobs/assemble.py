@@ -64,8 +64,9 @@ def assemble(
     """Write the dataset and its manifest at `out`; on any failure nothing new is left there."""
     labels = plan.all_labels()
     chunks = _iter_chunks(plan, owners)
-    remove_stale_temporaries(out.parent)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out.parent)
         if dataset_format == "npz":
             return _assemble_file(plan, chunks, labels, out)
         with atomic_dir(out) as folder:

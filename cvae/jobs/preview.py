@@ -35,6 +35,7 @@ def save_png(picture: np.ndarray, out: Path, scale: int = 2) -> None:
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(out) as stream:
             image.save(stream, format="PNG")
     except OSError as error:

@@ -1,4 +1,7 @@
-"""Fixtures: a real model repository and a real `cvae serve` process shared by the cvae tests."""
+"""Fixtures: a real model repository and a real `cvae serve` process shared by the cvae tests.
+
+Both come from the service's test helpers (tests/service/modelrepo.py, serverproc.py).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.cvae.server import running_server
+from tests.service.modelrepo import write_version
+from tests.service.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.service.modelrepo import write_version  # the service's real tiny ONNX decoder
-
-    root = tmp_path_factory.mktemp("models")
+    """One valid version of the service's tiny real ONNX decoder."""
+    root = tmp_path_factory.mktemp("client") / "models"
     write_version(root, "1")
     return root
 
 
 @pytest.fixture(scope="session")
-def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    with running_server(model_repository, log) as target:
-        yield target
+def server(model_repository: Path) -> Iterator[str]:
+    """A running `cvae serve`; yields its "127.0.0.1:port" target."""
+    with ServerProcess(model_repository) as running:
+        yield running.address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cvae.cli import main
 from cvae.client import (
     NO_RETRY,
     AsyncClient,
@@ -18,10 +20,19 @@ from cvae.client import (
     Encoding,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     RetryPolicy,
+    TlsConfig,
     UnavailableError,
 )
-from tests.cvae.server import free_port, port_is_open, start_server, stop_server, wait_until_serving
+from tests.cvae.certs import make_certificates
+from tests.service.serverproc import ServerProcess
+
+
+def _port_is_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_generate_returns_numpy_images_labels_and_latents(server: str) -> None:
@@ -93,30 +104,26 @@ def test_dns_target_with_round_robin_works(server: str) -> None:
         assert client.generate([1], seed=1).images.shape[0] == 1
 
 
-def test_client_retries_until_a_late_server_is_up(model_repository: Path, tmp_path: Path) -> None:
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    assert not port_is_open(port)
-    with Client(target, retry=NO_RETRY, timeout_s=5) as client, pytest.raises(UnavailableError):
+def test_client_retries_until_a_late_server_is_up(model_repository: Path) -> None:
+    late = ServerProcess(model_repository)  # a port, no process yet
+    assert not _port_is_open(late.port)
+    with (
+        Client(late.address, retry=NO_RETRY, timeout_s=5) as client,
+        pytest.raises(UnavailableError),
+    ):
         client.generate([0], seed=0)
-
-    processes = []
-    starter = threading.Timer(
-        1.0, lambda: processes.append(start_server(model_repository, port, tmp_path / "log"))
-    )
+    starter = threading.Timer(1.0, lambda: late.start(wait=False))
     starter.start()
     try:
         retry = RetryPolicy(max_attempts=100, initial_backoff_s=0.2, max_backoff_s=1.0)
-        with Client(target, retry=retry, timeout_s=90) as client:
-            result = client.generate([2], seed=5)  # called while nothing listens on the port
-        assert processes, "the call returned before the server was started"
+        with Client(late.address, retry=retry, timeout_s=90) as client:
+            result = client.generate([2], seed=5)  # called while nothing listens yet
+        assert late.process is not None, "the call returned before the server was started"
         assert result.labels.tolist() == [2]
-        wait_until_serving(target, processes[0], timeout_s=5)
     finally:
         starter.cancel()
         starter.join()
-        for process in processes:
-            stop_server(process)
+        late.__exit__(None, None, None)
 
 
 def test_async_client_has_the_same_api(server: str) -> None:
@@ -137,3 +144,54 @@ def test_async_client_has_the_same_api(server: str) -> None:
         assert np.array_equal(client.generate([4, 2], seed=9).images, single)
         assert np.array_equal(client.generate([4, 2] * 50, seed=9).images, streamed)
     assert offsets == [0, 30, 60, 90]
+
+
+def test_a_full_queue_is_retried_with_backoff(model_repository: Path) -> None:
+    # room for one 64-image request; each is decoded one image per call, so it stays queued
+    # a while, and a burst of them overflows the queue
+    one_at_a_time = (
+        *("--queue-size", "64", "--max-images-per-request", "64", "--stream-chunk-size", "64"),
+        *("--max-batch", "1"),
+    )
+
+    async def burst(target: str, retry: RetryPolicy) -> list[BaseException | None]:
+        async with AsyncClient(target, retry=retry, timeout_s=60) as client:
+            calls = [client.generate([1] * 64, seed=s) for s in range(16)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    with ServerProcess(model_repository, *one_at_a_time) as running:
+        target = running.address
+        refused = asyncio.run(burst(target, NO_RETRY))
+        assert any(isinstance(o, ResourceExhaustedError) for o in refused), refused
+        patient = RetryPolicy(max_attempts=100, initial_backoff_s=0.05, max_backoff_s=0.5)
+        assert asyncio.run(burst(target, patient)) == [None] * 16
+
+
+def test_mutual_tls(model_repository: Path, tmp_path: Path) -> None:
+    files = make_certificates(tmp_path)
+    tls = TlsConfig.from_files(files.ca, files.client_cert, files.client_key)
+    tls_flags = (
+        *("--tls-cert", str(files.server_cert), "--tls-key", str(files.server_key)),
+        *("--tls-client-ca", str(files.ca)),
+    )
+    with ServerProcess(model_repository, *tls_flags, credentials=tls.credentials()) as running:
+        with Client(running.address, tls=tls) as client:
+            assert client.generate([7], seed=1).labels.tolist() == [7]
+        tls_args = ["--tls-ca", str(files.ca), "--tls-cert", str(files.client_cert)]
+        tls_args += ["--tls-key", str(files.client_key)]
+        out = tmp_path / "tls.npz"
+        command = ["generate", "--server", running.address, "--per-label", "2", "--out", str(out)]
+        assert main([*command, *tls_args, "--no-progress"]) == 0
+        assert out.is_file()
+        for refused in (TlsConfig.from_files(files.ca), None):  # no client cert; plaintext
+            _assert_unavailable(running.address, refused)
+
+
+def _assert_unavailable(target: str, tls: TlsConfig | None) -> None:
+    client = Client(target, tls=tls, retry=NO_RETRY, timeout_s=10)
+    try:
+        with pytest.raises(UnavailableError):
+            client.generate([7], seed=1)
+    finally:
+        client.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,6 @@ def test_merged_shards_equal_the_unsharded_run(
     server: str, tmp_path: Path, shard_count: int, fmt: str
 ) -> None:
     (tmp_path / "whole").mkdir()
-    (tmp_path / "merged").mkdir()
     name = "data.npz" if fmt == "npz" else "data"
     assert _generate(server, tmp_path / "whole" / name, "--format", fmt) == 0
     shards = [tmp_path / f"shard-{i}" for i in range(shard_count)]
@@ -135,6 +135,10 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(server: str, tmp_pat
         out.with_name("d.npz.manifest.json").read_bytes()
         == (tmp_path / "clean" / "d.npz.manifest.json").read_bytes()
     )
+    # once complete, the same command is a no-op that keeps the files
+    before = _tree_digest(out)
+    assert main(["generate", "--server", server, *job, "--out", str(out), "--no-progress"]) == 0
+    assert _tree_digest(out) == before
 
 
 def test_unwritable_output_is_a_clear_error_and_leaves_nothing(
@@ -147,13 +151,25 @@ def test_unwritable_output_is_a_clear_error_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
 
 
-@pytest.mark.parametrize("fmt", ["npz", "png-dir"])
-def test_a_full_disk_leaves_nothing_half_written(server: str, tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "limit"),
+    [
+        ("npz", 20_000),  # chunks (7.8 kB) fit, the dataset does not
+        ("png-dir", 20_000),  # the PNGs fit, the manifest does not
+        ("npz", 4_000),  # not even one chunk fits
+    ],
+)
+def test_a_full_disk_leaves_nothing_half_written(
+    server: str, tmp_path: Path, fmt: str, limit: int
+) -> None:
     out = tmp_path / "data"
     job = ["--per-label", "30", "--chunk-size", "10", "--format", fmt, "--no-progress"]
     result = subprocess.run(
@@ -161,14 +177,23 @@ def test_a_full_disk_leaves_nothing_half_written(server: str, tmp_path: Path, fm
         cwd=_ROOT,
         capture_output=True,
         text=True,
-        preexec_fn=_limit_file_size,
+        preexec_fn=_file_size_limit(limit),
         timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert "cvae generate: error: cannot write" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
-    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+    assert not list(tmp_path.rglob(".*")), "temporary files left behind"
+    partial = tmp_path / "data.partial" / "chunks"
+    if limit < 7_840:
+        assert list(tmp_path.iterdir()) == []
+        return
+    # whole chunks are kept: once there is room, a re-run finishes from them
+    assert len(list(partial.iterdir())) == 30
+    assert main(["generate", "--server", server, "--out", str(out), *job]) == 0
+    assert verify_manifest(out) == []
+    assert read_dataset(out)[0].shape == (300, 28, 28)
 
 
 def test_unknown_label_and_unreachable_server_are_clear_errors(
@@ -199,3 +224,21 @@ def test_grid_and_interpolation_pngs(server: str, tmp_path: Path) -> None:
     assert Image.open(strip).size == ((7 * 30 + 2) * 2, (1 * 30 + 2) * 2)
     pixels = np.asarray(Image.open(strip))
     assert pixels.std() > 0
+
+
+def test_a_different_job_is_never_mixed_into_existing_output(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "data.npz"
+    assert _generate(server, out) == 0
+    before = _tree_digest(out)
+    assert _generate(server, out, "--temperature", "0.5") == 1
+    assert "already holds another dataset" in capsys.readouterr().err
+    assert _tree_digest(out) == before
+    # an interrupted job's chunks are not reused for another seed
+    partial = tmp_path / "other.npz.partial"
+    shard = ["--shard-index", "0", "--shard-count", "2"]
+    assert _generate(server, tmp_path / "s", *shard) == 0
+    (tmp_path / "s").rename(partial)
+    assert _generate(server, tmp_path / "other.npz", "--seed", "43") == 1
+    assert "holds a different job (differs in seed)" in capsys.readouterr().err
