@@ -172,24 +172,27 @@ class _Call:
         try:
             if error is None:
                 return False
-            if isinstance(error, ServiceError):
-                code = error.code.name
-                await self._context.abort(error.code, str(error))
             if isinstance(error, asyncio.CancelledError):
                 code = "CANCELLED"
                 return False
-            if isinstance(error, grpc.aio.AbortError | grpc.aio.UsageError):
-                code = "ABORTED_BY_GRPC"
-                return False
+            if isinstance(error, ServiceError):
+                code = error.code.name
+                await self._abort(error.code, str(error))
             code = "INTERNAL"
             _LOGGER.error("%s failed", self._method, exc_info=error)
-            await self._context.abort(
+            await self._abort(
                 grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
             )
-            return False  # not reached: abort raises
+            return False  # not reached: _abort raises
         finally:
             self._in_flight.leave()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
+
+
+    async def _abort(self, code: grpc.StatusCode, details: str) -> None:
+        if self._context.done():  # deadline passed or caller gone: gRPC has already answered
+            raise asyncio.CancelledError
+        await self._context.abort(code, details)
 
 
 def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:
