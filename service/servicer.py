@@ -188,7 +188,6 @@ class _Call:
             self._in_flight.leave()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
 
-
     async def _abort(self, code: grpc.StatusCode, details: str) -> None:
         if self._context.done():  # deadline passed or caller gone: gRPC has already answered
             raise asyncio.CancelledError
