@@ -118,6 +118,11 @@ class GenerationServer:
 
     async def start(self) -> None:
         """Open the ports and load the model; health turns SERVING when it is warm."""
+        await self.open()
+        await self.load()
+
+    async def open(self) -> None:
+        """Check the repository exists, then listen: health says NOT_SERVING until `load`."""
         settings = self.settings
         self.repository.newest()  # a missing or empty repository fails before any port opens
         credentials = server_credentials(settings)
@@ -151,6 +156,10 @@ class GenerationServer:
                     f"--metrics-port {settings.metrics_port}: cannot listen ({error})"
                 ) from None
         await self.server.start()
+
+    async def load(self) -> None:
+        """Load and warm up the newest version, then turn health SERVING."""
+        settings = self.settings
         runtime = await self.reloader.load_initial()
         gc.collect()
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
