@@ -35,6 +35,7 @@ from service.settings import ServiceSettings
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1.Generator"
 _HEALTH_NAMES = ("", SERVICE_NAME)
+_INT32_MAX = 2**31 - 1  # gRPC's "infinite" for millisecond options
 
 
 class StartupError(Exception):
@@ -65,7 +66,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+            # An aged connection takes no new calls, but a long stream on it runs to its end.
+            ("grpc.max_connection_age_grace_ms", _INT32_MAX),
         ]
     return options
 
