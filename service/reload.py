@@ -118,9 +118,10 @@ class ModelReloader:
         self._metrics.model_loaded(runtime.name, runtime.version)
         newest = self._registry.newest
         _LOGGER.info(
-            "loaded %s version %s; serving version %s (loaded: %s)",
+            "loaded %s version %s in %.3f s; serving version %s (loaded: %s)",
             runtime.name,
             runtime.version,
+            runtime.load_seconds,
             newest.version if newest is not None else "none",
             ", ".join(self._registry.versions),
         )
