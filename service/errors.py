@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import grpc
 
+_SHOWN_CHARS = 40
+
+
+def brief(value: object) -> str:
+    """repr(value), cut short: error details echo client input, and must stay small."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+
 
 class ServiceError(Exception):
     """An error to report to the caller with `code` and this message."""

@@ -180,6 +180,9 @@ class _Call:
             if isinstance(error, ServiceError):
                 code = error.code.name
                 await self._abort(error.code, str(error))
+            if self._context.done():  # e.g. a write raced the caller's cancel: nothing to answer
+                code = "CANCELLED"
+                raise asyncio.CancelledError from None
             code = "INTERNAL"
             _LOGGER.error("%s failed", self._method, exc_info=error)
             await self._abort(
