@@ -41,6 +41,7 @@ def run_row(run: Path) -> list[str]:
     return [
         run.name,
         ", ".join(f"`{change}`" for change in changes) or "(the default)",
+        str(len(train["history"])),
         f"{train['train_seconds'] / 60:.1f}",
         f"{train['train_cpu_seconds'] / 60:.1f}",
         f"{scores['test_negative_elbo']:.2f}",
@@ -54,6 +55,7 @@ def runs_table(runs: Sequence[Path]) -> str:
     header = [
         "run",
         "changes from the default config",
+        "epochs run",
         "train min (wall)",
         "train CPU min",
         "test −ELBO",

@@ -219,12 +219,13 @@ class Trainer:
         return stats
 
     def _guidance_loss(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """Fit the guidance classifier on the real batch, then score as many prior samples."""
+        """Fit the guidance classifier on the real batch, then score decoded prior samples."""
         if self.guidance is None:
             return torch.zeros(())
         self.guidance.fit_step(x, label)
-        z = torch.randn(len(label), self.config.model.latent_dim)  # (B, latent)
-        wanted = torch.randint(self.config.model.num_classes, (len(label),))
+        count = self.config.label_guidance_samples
+        z = torch.randn(count, self.config.model.latent_dim)  # (S, latent)
+        wanted = torch.randint(self.config.model.num_classes, (count,))
         return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted)
 
     def _save_last(self) -> None:

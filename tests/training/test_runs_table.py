@@ -18,7 +18,9 @@ def test_config_changes_lists_only_what_differs_from_the_default() -> None:
 def test_table_row_carries_the_run_scores(tmp_path: Path) -> None:
     run = tmp_path / "latent-8"
     (run / "eval").mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"train_seconds": 600, "train_cpu_seconds": 1200}))
+    (run / "metrics.json").write_text(
+        json.dumps({"train_seconds": 600, "train_cpu_seconds": 1200, "history": [{}] * 3})
+    )
     scores = {
         "training_config": config_to_dict(TrainConfig(model=ModelConfig(latent_dim=8))),
         "test_negative_elbo": 91.234,
@@ -28,4 +30,4 @@ def test_table_row_carries_the_run_scores(tmp_path: Path) -> None:
     }
     (run / "eval" / "metrics.json").write_text(json.dumps(scores))
     row = runs_table([run]).splitlines()[2]
-    assert row == "| latent-8 | `latent_dim=8` | 10.0 | 20.0 | 91.23 | 98.77 | 96.1 | 7.0 |"
+    assert row == "| latent-8 | `latent_dim=8` | 3 | 10.0 | 20.0 | 91.23 | 98.77 | 96.1 | 7.0 |"
