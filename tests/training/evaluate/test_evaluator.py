@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
     markdown = (evaluated / "model_card.md").read_text()
     assert "![prior samples, one row per label](samples.png)" in markdown
     assert "first 10 test images" in markdown
+    scores_table = markdown.split("## Scores")[1].split("##")[0]
+    rows = [line for line in scores_table.splitlines() if line.startswith("|")]
+    assert rows and all(re.sub(r"\\\|", "", row).count("|") == 3 for row in rows)
     with Image.open(evaluated / "samples.png") as grid:
         assert grid.format == "PNG"
         assert grid.height == (10 * 30 + 2) * 2  # ten rows of 28 px tiles, 2 px gutters, scale 2
