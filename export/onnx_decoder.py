@@ -7,8 +7,10 @@ output carries the symbolic dimension "batch".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -22,6 +24,12 @@ INPUT_LATENT = "z"
 INPUT_LABEL = "label"
 OUTPUT_IMAGE = "image"
 BATCH_AXIS = "batch"
+# the exporter's helpers log every graph pass at INFO and absent torchvision ops as warnings
+_CHATTY_LOGGERS = {
+    "onnx_ir": logging.WARNING,
+    "onnxscript": logging.WARNING,
+    "torch.onnx": logging.ERROR,
+}
 
 
 class OnnxExportError(RuntimeError):
@@ -34,7 +42,7 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
     example = (torch.zeros(2, latent_dim), torch.zeros(2, dtype=torch.int64))
     batch = torch.export.Dim(BATCH_AXIS, min=1)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_exporter_logs():
             # torch 2.13's exporter warns about its own internals (pytree LeafSpec, axis names)
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
@@ -54,6 +62,18 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
         raise OnnxExportError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
     check_graph(onnx.load(str(path)), latent_dim)
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    previous = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    for name, level in _CHATTY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def check_graph(model: onnx.ModelProto, latent_dim: int) -> None:
