@@ -198,13 +198,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             dest=f"cfg_{name}",
             type=_parser_for(hint),
             default=argparse.SUPPRESS,
-            metavar=name.split("_")[-1].upper() if origin_is_tuple(hint) else None,
+            metavar=name.upper(),
             help=f"(default: {shown})",
         )
-
-
-def origin_is_tuple(hint: Any) -> bool:
-    return typing.get_origin(hint) is tuple
 
 
 def apply_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
