@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -93,14 +94,8 @@ def _sample_metrics(
         "classifier": {
             "test_accuracy": judge.classifier_test_accuracy,
             "cache_key": judge.classifier_cache_key,
-            "config": _plain(judge.classifier.config.__dict__),
+            "config": dataclasses.asdict(judge.classifier.config),
         },
-    }
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: list(value) if isinstance(value, tuple) else value for key, value in values.items()
     }
 
 
@@ -157,16 +152,17 @@ def evaluate_checkpoint(
         progress=settings.progress,
     )
     subset_elbo = negative_elbo(model, iw_images, iw_labels, seed=settings.seed, progress=False)
+    checkpoint_sha256 = _sha256(checkpoint)
     metrics = {
         "format": "cvae-metrics/1",
         "model": {
             "kind": "checkpoint",
             "path": str(checkpoint),
-            "sha256": _sha256(checkpoint),
+            "sha256": checkpoint_sha256,
             "latent_dim": model.config.latent_dim,
             "class_names": list(model.config.class_names),
         },
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
         **_sample_metrics(judge, scores, settings),
         "test_negative_elbo": elbo["negative_elbo"],
         "test_reconstruction": elbo["reconstruction"],

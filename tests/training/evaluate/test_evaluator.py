@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_onnx_folder_with_a_wrong_hash_is_refused(
 def test_weak_classifier_is_refused(
     small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
 ) -> None:
-    strict = EvaluationSettings(**{**settings.__dict__, "min_classifier_accuracy": 0.999})
+    strict = dataclasses.replace(settings, min_classifier_accuracy=0.999)
     with pytest.raises(EvaluationError, match="classifier"):
         evaluate_checkpoint(small_checkpoint, tmp_path, strict)
     assert not (tmp_path / "metrics.json").exists()
