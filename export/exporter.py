@@ -16,6 +16,7 @@ from export.onnx_decoder import (
     OPSET,
     OUTPUT_IMAGE,
     check_graph,
+    check_parity,
     export_decoder,
     opset_of,
 )
@@ -131,6 +132,7 @@ def export_checkpoint(
             graph.metadata_props.add(key=key, value=value)
         check_graph(graph, latent_dim)
         onnx.save(graph, str(onnx_path))
+        check_parity(model.decoder, onnx_path, latent_dim, model.config.num_classes)
         description["onnx_sha256"] = sha256_of(onnx_path)
         return _ordered(description)
 

@@ -13,7 +13,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -24,6 +26,7 @@ INPUT_LATENT = "z"
 INPUT_LABEL = "label"
 OUTPUT_IMAGE = "image"
 BATCH_AXIS = "batch"
+PARITY_TOLERANCE = 1e-5  # max |onnxruntime - torch| accepted on any pixel
 # the exporter's helpers log every graph pass at INFO and absent torchvision ops as warnings
 _CHATTY_LOGGERS = {
     "onnx_ir": logging.WARNING,
@@ -103,6 +106,31 @@ def _signature(value: onnx.ValueInfoProto) -> tuple[int, list[int | str]]:
     tensor = value.type.tensor_type
     dims: list[int | str] = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
     return tensor.elem_type, dims
+
+
+def parity_error(
+    decoder: nn.Module, path: Path, latent_dim: int, num_classes: int, *, batch: int = 64
+) -> float:
+    """Max absolute difference between onnxruntime on `path` and the torch decoder."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((batch, latent_dim)).astype(np.float32)
+    labels = (np.arange(batch) % num_classes).astype(np.int64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (images,) = session.run([OUTPUT_IMAGE], {INPUT_LATENT: z, INPUT_LABEL: labels})
+    with torch.no_grad():
+        expected = decoder.eval()(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    if images.shape != expected.shape:
+        raise OnnxExportError(f"onnxruntime gives {images.shape}, torch gives {expected.shape}")
+    return float(np.abs(images - expected).max())
+
+
+def check_parity(decoder: nn.Module, path: Path, latent_dim: int, num_classes: int) -> None:
+    error = parity_error(decoder, path, latent_dim, num_classes)
+    if not error <= PARITY_TOLERANCE:
+        raise OnnxExportError(
+            f"the ONNX graph differs from the torch decoder by {error:.3g} (> {PARITY_TOLERANCE})"
+        )
+    _LOGGER.info("onnxruntime vs torch: max abs difference %.3g", error)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -10,7 +10,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_decoder import OnnxExportError, check_graph, export_decoder, opset_of
+from export.onnx_decoder import (
+    OnnxExportError,
+    check_graph,
+    check_parity,
+    export_decoder,
+    opset_of,
+    parity_error,
+)
 from tests.export.conftest import SMALL_MODEL, small_model
 from training.config import ModelConfig
 from training.model import CVAE
@@ -95,3 +102,11 @@ def test_default_architecture_exports_with_parity(tmp_path: Path) -> None:
         with torch.no_grad():
             expected = decoder(torch.from_numpy(z), torch.from_numpy(label)).numpy()
         assert np.abs(image - expected).max() <= _PARITY_TOLERANCE, batch
+
+
+def test_parity_check_catches_a_graph_that_drifted(exported: tuple[torch.nn.Module, Path]) -> None:
+    decoder, path = exported
+    assert parity_error(decoder, path, SMALL_MODEL.latent_dim, SMALL_MODEL.num_classes) <= 1e-5
+    other = small_model(seed=4).decoder  # same architecture, other weights
+    with pytest.raises(OnnxExportError, match="differs"):
+        check_parity(other, path, SMALL_MODEL.latent_dim, SMALL_MODEL.num_classes)
