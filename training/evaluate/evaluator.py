@@ -94,6 +94,7 @@ def _sample_metrics(
         "classifier": {
             "test_accuracy": judge.classifier_test_accuracy,
             "cache_key": judge.classifier_cache_key,
+            "train_seconds": judge.classifier_train_seconds,
             "config": dataclasses.asdict(judge.classifier.config),
         },
     }

@@ -133,15 +133,15 @@ def _score_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"test −ELBO, nats/image ({metrics['test_images']} images)",
                 _nats(metrics, "test_negative_elbo"),
             ),
-            ("  reconstruction (BCE)", _nats(metrics, "test_reconstruction")),
-            ("  KL", _nats(metrics, "test_kl")),
+            ("test −ELBO: reconstruction part (BCE)", _nats(metrics, "test_reconstruction")),
+            ("test −ELBO: KL part", _nats(metrics, "test_kl")),
             (
                 f"importance-weighted −log p(x|y) bound, k={metrics['iw_samples']} "
                 f"(first {metrics['iw_images']} test images)",
                 _nats(metrics, "iw_negative_log_likelihood"),
             ),
             (
-                f"  −ELBO on the same {metrics['iw_images']} images",
+                f"−ELBO on the same {metrics['iw_images']} images",
                 _nats(metrics, "iw_subset_negative_elbo"),
             ),
         ]
@@ -152,13 +152,21 @@ def _nats(metrics: dict[str, Any], key: str) -> str:
     return f"{metrics[key]:.2f}"
 
 
+def _train_time(classifier: dict[str, Any]) -> str:
+    seconds = classifier.get("train_seconds")
+    if seconds is None:
+        return "trained once and cached"
+    return f"trained once in {seconds:.0f} s and cached"
+
+
 def _method_lines(metrics: dict[str, Any]) -> list[str]:
     classifier = metrics["classifier"]
     lines = [
         f"- Samples: {metrics['samples_per_label']} per label, z ~ N(0, I) scaled by temperature "
         f"{metrics['temperature']:g}, seed {metrics['seed']}.",
         f"- Judge: the evaluator's own CNN classifier (trained on the 50,000 training images, "
-        f"never on generated ones), test accuracy {classifier['test_accuracy']:.4f}; its "
+        f"never on generated ones; {_train_time(classifier)}), test accuracy "
+        f"{classifier['test_accuracy']:.4f}; its "
         f"{classifier['config']['feature_dim']}-d penultimate layer is the Fréchet feature space.",
         "- Fréchet distance: Gaussians fitted to the features of all samples and of the 10,000 "
         "test images; the floor is the same distance between the 10,000 validation images and "

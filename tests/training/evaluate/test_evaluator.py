@@ -67,6 +67,7 @@ def test_writes_metrics_card_and_grid(evaluated: Path, small_checkpoint: Path) -
     assert (metrics["iw_samples"], metrics["iw_images"]) == (16, 10)
     assert metrics["training_config"]["model"]["latent_dim"] == 4
     assert metrics["model"]["sha256"] == metrics["checkpoint_sha256"]
+    assert metrics["classifier"]["train_seconds"] > 0
 
 
 def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
