@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise SystemExit(f"cvae train: {error}") from error
 
+    # OpenMP threads that sleep instead of spinning when they wait: on a 2-core machine shared
+    # with other work, spinning threads made an epoch many times slower (measured).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from training.trainer import LAST_CHECKPOINT, Trainer  # torch loads here
 
     if args.resume:

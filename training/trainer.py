@@ -20,6 +20,7 @@ from tqdm import tqdm
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import load_mnist
+from training.label_guidance import LabelGuidance
 from training.loss import negative_elbo
 from training.model import CVAE
 from training.plots import save_loss_curve, save_sample_grid
@@ -68,8 +69,16 @@ class _Schedules:
         else:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
+        self.guidance_warmup_steps = config.label_guidance_warmup_epochs * steps_per_epoch
+        self.guidance = config.label_guidance
+
     def kl_weight(self, step: int) -> float:
         return 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
+
+    def guidance_weight(self, step: int) -> float:
+        if self.guidance_warmup_steps <= 0:
+            return self.guidance
+        return self.guidance * min(1.0, step / self.guidance_warmup_steps)
 
 
 @torch.no_grad()
@@ -110,6 +119,11 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(len(self.train_data.labels) / config.batch_size)
         self.schedules = _Schedules(config, self.optimizer, self.steps_per_epoch)
+        self.guidance = (
+            LabelGuidance(config.model.num_classes, config.model.image_shape, config.lr)
+            if config.label_guidance > 0
+            else None
+        )
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
         self.best_valid = math.inf
@@ -128,6 +142,8 @@ class Trainer:
         trainer.best_valid = float(extra["best_valid_neg_elbo"])
         trainer.train_seconds = float(extra["train_seconds"])
         torch.set_rng_state(extra["torch_rng_state"])
+        if trainer.guidance is not None:
+            trainer.guidance.load_state_dict(extra["guidance"])
         _LOGGER.info("resuming %s after epoch %d of %d", out_dir, trainer.epoch, config.epochs)
         return trainer
 
@@ -163,7 +179,7 @@ class Trainer:
             len(self.train_data.labels),
             generator=torch.Generator().manual_seed(config.seed * 100_003 + self.epoch),
         )
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "guidance": 0.0}
         count = 0
         bar = tqdm(
             range(self.steps_per_epoch),
@@ -179,13 +195,20 @@ class Trainer:
             loss, recon, kl = negative_elbo(
                 logits, x, mu, logvar, self.schedules.kl_weight(step), config.free_bits
             )
+            guidance = self._guidance_loss(x, label)
+            loss = loss + self.schedules.guidance_weight(step) * guidance
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
             self.schedules.scheduler.step()
-            for key, value in (("loss", loss), ("recon", recon), ("kl", kl)):
+            for key, value in (
+                ("loss", loss),
+                ("recon", recon),
+                ("kl", kl),
+                ("guidance", guidance),
+            ):
                 sums[key] += float(value.detach()) * len(label)
             count += len(label)
             if batch_index % 20 == 0:
@@ -194,6 +217,16 @@ class Trainer:
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         stats["kl_weight"] = self.schedules.kl_weight(step)
         return stats
+
+    def _guidance_loss(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Fit the guidance classifier on the real batch, then score decoded prior samples."""
+        if self.guidance is None:
+            return torch.zeros(())
+        self.guidance.fit_step(x, label)
+        count = self.config.label_guidance_samples
+        z = torch.randn(count, self.config.model.latent_dim)  # (S, latent)
+        wanted = torch.randint(self.config.model.num_classes, (count,))
+        return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted)
 
     def _save_last(self) -> None:
         save_checkpoint(
@@ -208,6 +241,7 @@ class Trainer:
                 "best_valid_neg_elbo": self.best_valid,
                 "train_seconds": self.train_seconds,
                 "torch_rng_state": torch.get_rng_state(),
+                **({"guidance": self.guidance.state_dict()} if self.guidance else {}),
             },
         )
 

@@ -60,3 +60,12 @@ def test_samples_follow_the_prior_scaled_by_temperature(tiny_model_config: Model
     first = model.sample(labels, 1.0, generator=torch.Generator().manual_seed(3))
     again = model.sample(labels, 1.0, generator=torch.Generator().manual_seed(3))
     assert first.shape == (10, 28, 28) and first.equal(again)
+
+
+def test_the_default_decoder_stays_within_the_serving_budget() -> None:
+    from training.describe import model_costs
+
+    costs = model_costs(ModelConfig())
+    # PERF-NOTES: a ~13.5 MFLOP conv decoder served ~8.8k images/s; keep the default near that.
+    assert 5 < costs["decoder_mflops_per_image"] <= 15
+    assert costs["decoder_parameters"] < 1_000_000

@@ -37,7 +37,7 @@ def test_one_epoch_on_a_subset_writes_checkpoints_metrics_and_pictures(
 def test_training_is_reproducible_and_resume_continues_exactly(
     tmp_path: Path, tiny_train_config: TrainConfig
 ) -> None:
-    config = replace(tiny_train_config, epochs=2)
+    config = replace(tiny_train_config, epochs=2, label_guidance=0.5)  # guidance state resumes too
     Trainer(config, tmp_path / "straight", progress=False).run()
 
     Trainer(config, tmp_path / "resumed", progress=False).run(stop_after_epoch=1)
@@ -53,3 +53,13 @@ def test_training_is_reproducible_and_resume_continues_exactly(
     assert [row["valid_neg_elbo"] for row in straight_extra["history"]] == [
         row["valid_neg_elbo"] for row in continued_extra["history"]
     ]
+
+
+def test_label_guidance_adds_a_finite_classifier_term(
+    tmp_path: Path, tiny_train_config: TrainConfig
+) -> None:
+    config = replace(tiny_train_config, label_guidance=1.0, label_guidance_warmup_epochs=0.0)
+    Trainer(config, tmp_path, progress=False).run()
+    row = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
+    assert math.isfinite(row["guidance"]) and row["guidance"] > 0
+    assert row["loss"] > row["recon"] + row["kl"]  # the guidance term is in the optimised loss
