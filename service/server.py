@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -143,7 +144,7 @@ class GenerationServer:
         if settings.metrics_port:
             try:
                 self._metrics_http = serve_metrics(
-                    self.metrics, settings.host, settings.metrics_port
+                    self.metrics, settings.host.strip("[]"), settings.metrics_port
                 )
             except OSError as error:
                 raise StartupError(
@@ -151,6 +152,8 @@ class GenerationServer:
                 ) from None
         await self.server.start()
         runtime = await self.reloader.load_initial()
+        gc.collect()
+        gc.freeze()  # what start-up built lives forever: keep it out of every later collection
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         _LOGGER.info(

@@ -185,7 +185,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in dataclasses.fields(ServiceSettings):
         meta = spec.metadata
         default = spec.default
-        shown = "" if default is None else f" (default {default})"
+        if isinstance(default, bool):
+            shown = f" (default {'on' if default else 'off'})"
+        elif default in (None, ""):
+            shown = ""
+        else:
+            shown = f" (default {default})"
         parser.add_argument(
             flag_name(spec.name),
             dest=_dest(spec),
@@ -210,7 +215,11 @@ def from_sources(
         if raw is None and env_name(spec.name) in environ:
             raw, source = environ[env_name(spec.name)], env_name(spec.name)
         if raw is not None:
-            values[spec.name] = _convert(raw, types[spec.name], source)
+            value = _convert(raw, types[spec.name], source)
+            for choice in spec.metadata["choices"] or ():
+                if isinstance(value, str) and value.lower() == choice.lower():
+                    value = choice  # "info" means "INFO"
+            values[spec.name] = value
     return ServiceSettings(**values)
 
 

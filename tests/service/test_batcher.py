@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from service.batcher import BatchingPolicy, DynamicBatcher
 from service.errors import DeadlineExpired, Overloaded
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, RuntimeOptions, load_runtime
 
 
 class RecordingMetrics:
@@ -178,3 +179,15 @@ def test_a_cancelled_request_is_skipped(runtime: ModelRuntime) -> None:
     assert last.shape == (2, 28, 28)
     assert 5 not in metrics.batches and 7 not in metrics.batches
     assert metrics.depths[-1] == 0
+
+
+def test_a_model_whose_rows_depend_on_the_batch_is_never_merged(shared_repo: Path) -> None:
+    runtime = load_runtime(shared_repo / "cvae-mnist" / "1", RuntimeOptions(intra_op_threads=1))
+    runtime.batch_invariant = False  # as if the warm-up probe had found rows changing
+    requests = [_inputs(1, seed) for seed in range(4)]
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
+
+    _, metrics = _with_batcher(BatchingPolicy(), body)
+    assert metrics.batches == [1, 1, 1, 1]

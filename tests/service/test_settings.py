@@ -78,3 +78,8 @@ def test_tls_paths_become_paths() -> None:
     settings = from_sources(_parse("--tls-cert", "c.pem", "--tls-key", "k.pem"), environ={})
     assert settings.tls
     assert settings.tls_cert == Path("c.pem")
+
+
+def test_choices_match_case_insensitively() -> None:
+    assert from_sources(_parse("--log-level", "debug"), environ={}).log_level == "DEBUG"
+    assert from_sources(_parse(), environ={"CVAE_LOG_FORMAT": "JSON"}).log_format == "json"
