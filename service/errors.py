@@ -5,6 +5,13 @@ from __future__ import annotations
 import grpc
 
 
+def echoed(value: object, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: a status message quoting a client's value must stay
+    far below HTTP/2's 16 KiB header limit, or the client gets "Stream removed" instead of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class ServiceError(Exception):
     """An error to report to the caller with `code` and this message."""
 
