@@ -35,6 +35,7 @@ from service.settings import ServiceSettings
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1.Generator"
 _HEALTH_NAMES = ("", SERVICE_NAME)
+_SETTLE_S = 0.25  # on stop: accept this long after NOT_SERVING, and wait this long for no calls
 
 
 class StartupError(Exception):
@@ -185,20 +186,34 @@ class GenerationServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await self.health.enter_graceful_shutdown()
+        # Calls that reached the socket before the signal may still wait for this event loop to
+        # hand them to a handler, and grpc.aio cancels such calls when it stops accepting: so
+        # keep accepting a moment longer (clients watching health have gone by then).
+        await asyncio.sleep(min(_SETTLE_S, self.settings.grace_period))
         await self._drain(self.settings.grace_period)
         _LOGGER.info("stopped")
 
     async def _drain(self, grace: float) -> None:
-        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest."""
+        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest.
+
+        Calls gRPC accepted before the stop reach their handlers some loop turns later (much
+        later on a busy machine), so no call may be in flight for `_SETTLE_S` before the rest
+        is cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         stopping = asyncio.ensure_future(self.server.stop(grace))
-        await asyncio.sleep(0.01)  # calls gRPC had already received reach their handlers
         in_flight = self._servicer.in_flight if self._servicer is not None else None
-        if in_flight is not None and in_flight.count:
+        while in_flight is not None and loop.time() < deadline:
+            await asyncio.sleep(min(_SETTLE_S, deadline - loop.time()))
+            if not in_flight.count:
+                break
             _LOGGER.info("finishing %d calls in flight", in_flight.count)
             try:
-                await asyncio.wait_for(in_flight.wait_idle(), timeout=grace)
+                await asyncio.wait_for(in_flight.wait_idle(), timeout=deadline - loop.time())
             except TimeoutError:
                 _LOGGER.warning("grace period over: cancelling %d calls", in_flight.count)
+                break
         await self.server.stop(0)  # health watchers and reflection streams end here
         await stopping
 
