@@ -22,7 +22,7 @@ from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(300)
 _ROOT = Path(__file__).resolve().parents[2]
-_JOB = ["--per-label", "60", "--seed", "11", "--chunk-size", "20", "--concurrency", "2",
+_JOB = ["--per-label", "100", "--seed", "11", "--chunk-size", "10", "--concurrency", "1",
         "--no-progress"]  # fmt: skip
 _KILLS = 4
 
@@ -40,6 +40,13 @@ def _digest(out: Path) -> dict[str, str]:
             for f in files if f.is_file()}  # fmt: skip
 
 
+def _wait_for_chunks(folder: Path, count: int, process: subprocess.Popen[bytes]) -> None:
+    while process.poll() is None:
+        if folder.is_dir() and len(list(folder.iterdir())) >= count:
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize(("fmt", "seed"), [("npz", 1), ("png-dir", 2), ("idx", 3)])
 def test_random_sigkills_then_rerun_give_the_uninterrupted_dataset(
     server: ServerProcess, tmp_path: Path, fmt: str, seed: int
@@ -54,14 +61,20 @@ def test_random_sigkills_then_rerun_give_the_uninterrupted_dataset(
     out.parent.mkdir()
     draw = random.Random(seed)
     kills, mid_run = 0, 0
-    for _ in range(_KILLS):
+    for attempt in range(_KILLS):
         process = subprocess.Popen(_command(server, out, fmt), cwd=_ROOT)
-        # Anywhere from start-up (imports, plan) through chunks to assembling the dataset.
-        time.sleep(draw.uniform(0.05, 1.0) * duration)
-        if process.poll() is None:
-            process.kill()
-            kills += 1
+        # The first kill lands after a random number of chunks; later ones at a random time,
+        # from start-up (imports, plan) through resumed chunks to assembling the dataset.
+        if attempt == 0:
+            _wait_for_chunks(Path(f"{out}.partial") / "chunks", draw.randint(1, 80), process)
+        else:
+            time.sleep(draw.uniform(0.05, 1.0) * duration)
+        if process.poll() is not None:
+            assert process.returncode == 0
+            break  # finished by itself: the rest would be no-ops
+        process.kill()
         process.wait(60)
+        kills += 1
         mid_run += Path(f"{out}.partial").is_dir()  # killed with work on disk
     result = subprocess.run(
         _command(server, out, fmt), cwd=_ROOT, capture_output=True, text=True, timeout=120
@@ -72,7 +85,7 @@ def test_random_sigkills_then_rerun_give_the_uninterrupted_dataset(
     assert _digest(out) == _digest(clean)
     assert verify_manifest(out) == []
     images, labels = read_dataset(out)[:2]
-    assert images.shape == (600, 28, 28) and labels.tolist() == [i % 10 for i in range(600)]
+    assert images.shape == (1000, 28, 28) and labels.tolist() == [i % 10 for i in range(1000)]
     leftovers = sorted(p.name for p in out.parent.iterdir())
     expected = ["data", "data.manifest.json"] if fmt == "npz" else ["data"]
     assert leftovers == expected, "partial or temporary files left behind"
