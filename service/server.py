@@ -35,6 +35,7 @@ from service.settings import ServiceSettings
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1.Generator"
 _HEALTH_NAMES = ("", SERVICE_NAME)
+_INT32_MAX = 2**31 - 1  # gRPC's "infinite" for millisecond options
 _SETTLE_S = 0.25  # on stop: accept this long after NOT_SERVING, and wait this long for no calls
 
 
@@ -66,7 +67,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+            # An aged connection takes no new calls, but a long stream on it runs to its end.
+            ("grpc.max_connection_age_grace_ms", _INT32_MAX),
         ]
     return options
 
@@ -119,6 +121,11 @@ class GenerationServer:
 
     async def start(self) -> None:
         """Open the ports and load the model; health turns SERVING when it is warm."""
+        await self.open()
+        await self.load()
+
+    async def open(self) -> None:
+        """Check the repository exists, then listen: health says NOT_SERVING until `load`."""
         settings = self.settings
         self.repository.newest()  # a missing or empty repository fails before any port opens
         credentials = server_credentials(settings)
@@ -152,6 +159,10 @@ class GenerationServer:
                     f"--metrics-port {settings.metrics_port}: cannot listen ({error})"
                 ) from None
         await self.server.start()
+
+    async def load(self) -> None:
+        """Load and warm up the newest version, then turn health SERVING."""
+        settings = self.settings
         runtime = await self.reloader.load_initial()
         gc.collect()
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
