@@ -126,3 +126,24 @@ def test_a_generate_request_sent_to_get_model_info_gets_its_not_found(
     error = _error(lambda: call(body, timeout=30))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details().startswith("model_version: '\\x02\\x02")
+
+
+def test_refused_huge_requests_do_not_pile_up_in_memory(server: ServerProcess) -> None:
+    """Each refused 2M-label stream request used to stay in memory (~33 MB each) in a reference
+    cycle through context.abort()'s AbortError, until a full garbage collection that such
+    requests do not trigger: ten of them grew the server by ~330 MB."""
+    from tests.reliability.memory import resident_mib
+
+    assert server.process is not None
+    request = pb.GenerateRequest(labels=[3] * 2_000_000, temperature=-1.0)
+
+    def refuse() -> None:
+        error = _error(lambda: list(server.stub.GenerateStream(request, timeout=60)))
+        assert error.details().startswith("temperature: -1")
+
+    refuse()  # the high-water mark of one such request
+    before = resident_mib(server.process.pid)
+    for _ in range(10):
+        refuse()
+    after = resident_mib(server.process.pid)
+    assert after <= before + 64.0, (before, after)
