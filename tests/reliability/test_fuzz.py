@@ -3,6 +3,8 @@ OK or a client error naming the field; the server stays up and its memory return
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -33,6 +35,11 @@ def warm_up(server: ServerProcess) -> None:
     oversized = pb.Tensor(shape=[1, 16], dtype="float32", data=b"\0" * (17 << 20))
     with pytest.raises(grpc.RpcError):
         stub.Generate(pb.GenerateRequest(labels=[1], latents=oversized), timeout=60)
+    for count in (2_000_000, 2_000_001):  # the most labels a stream may ask for, and one more
+        stream = stub.GenerateStream(pb.GenerateRequest(labels=[1] * count), timeout=60)
+        with contextlib.suppress(grpc.RpcError):
+            next(stream)
+        stream.cancel()
     run_campaign(server, structured=100, raw=50)  # allocator pools for the fuzz's own shapes
 
 
