@@ -100,6 +100,16 @@ def _overload(overload: dict[str, Any]) -> list[str]:
             f"{rss['bound']:.0f} MiB).",
             "",
         ]
+    server_side = overload.get("server_side")
+    if server_side:
+        lines += [
+            f"- The server's own histogram (`cvae_request_duration_seconds`, from handler start "
+            f"to answer) during the overload: {server_side['calls']:,.0f} Generate calls, "
+            f"{server_side['refused']:,.0f} refused, {server_side['within_4ms']:,.0f} answered "
+            "within 4 ms. The client-side latencies above also hold the time a call waits for "
+            "the server's event loop and for CPU before its handler starts.",
+            "",
+        ]
     return [*lines, *_checks(overload)]
 
 
