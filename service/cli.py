@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from service.memory import return_big_buffers_to_os
+
+    return_big_buffers_to_os()  # before anything big is allocated
     # Heavy imports (grpc, onnxruntime, numpy) only when actually serving.
     import asyncio
 

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as _ProtoMessage
 
 from cvae.v1 import generator_pb2 as pb
-from service.errors import InvalidArgument, echoed
+from service.errors import InvalidArgument, brief
 from service.generator import GeneratedImages, GenerationJob, PixelFormat
 from service.repository import ModelSpec
 
@@ -190,10 +190,10 @@ def _decode_labels(raw: Sequence[int], num_classes: int, max_images: int) -> np.
 def _decode_latents(tensor: pb.Tensor, count: int, latent_dim: int) -> np.ndarray:
     expected = [count, latent_dim]
     if tensor.dtype != "float32":
-        raise InvalidArgument(f"latents.dtype: {echoed(tensor.dtype)} must be 'float32'")
+        raise InvalidArgument(f"latents.dtype: {brief(tensor.dtype)} must be 'float32'")
     if list(tensor.shape) != expected:
         raise InvalidArgument(
-            f"latents.shape: {echoed(list(tensor.shape))} must be [len(labels), latent_dim] = "
+            f"latents.shape: {brief(list(tensor.shape))} must be [len(labels), latent_dim] = "
             f"{expected}"
         )
     expected_bytes = count * latent_dim * 4

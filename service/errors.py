@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import grpc
 
+_SHOWN_CHARS = 40
 
-def echoed(value: object, limit: int = 80) -> str:
-    """repr(value) cut to `limit` characters: a status message quoting a client's value must stay
-    far below HTTP/2's 16 KiB header limit, or the client gets "Stream removed" instead of it."""
+
+def brief(value: object) -> str:
+    """repr(value), cut short: error details echo client input, and must stay small."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 class ServiceError(Exception):

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from service.errors import NotReady, VersionNotFound, echoed
+from service.errors import NotReady, VersionNotFound, brief
 from service.runtime import ModelRuntime
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ModelRegistry:
         runtime = snapshot.by_version.get(version)
         if runtime is None:
             raise VersionNotFound(
-                f"model_version: {echoed(version)} is not loaded; loaded versions: "
+                f"model_version: {brief(version)} is not loaded; loaded versions: "
                 + ", ".join(snapshot.newest_first)
                 + " (or empty for the newest)"
             )

@@ -191,6 +191,9 @@ class _Call:
                 self._context.set_code(error.code)
                 self._context.set_details(str(error))
                 return True
+            if self._context.done():  # e.g. a write raced the caller's cancel: nothing to answer
+                code = "CANCELLED"
+                raise asyncio.CancelledError from None
             code = "INTERNAL"
             _LOGGER.error("%s failed", self._method, exc_info=error)
             await self._abort(

@@ -298,3 +298,19 @@ def test_stream_with_given_latents_uses_them_chunk_by_chunk(server: ServerProces
     assert b"".join(c.images.data for c in chunks) == seeded.images.data
     assert b"".join(c.latents.data for c in chunks) == seeded.latents.data
     assert not any(c.HasField("seed") for c in chunks)
+
+
+def test_error_details_stay_short_whatever_the_input(server: ServerProcess) -> None:
+    huge = "9" * 50_000
+    for request in (
+        pb.GenerateRequest(labels=[1], model_version=huge),
+        pb.GenerateRequest(labels=[1], latents=pb.Tensor(shape=[1, 16], dtype=huge)),
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.Generate(request, timeout=30)
+        assert raised.value.code() in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ), raised.value.details()
+        assert len(raised.value.details()) < 300
+        assert "(50002 characters)" in raised.value.details()
