@@ -153,6 +153,8 @@ def run(job: GenerateJob) -> Path:
     check_shard(job.shard_index, job.shard_count)
     if job.shard_count == 1 and _already_complete(job):
         _LOGGER.info("%s is already complete", job.out)
+        # A run killed after placing the dataset but before deleting its chunks left them.
+        shutil.rmtree(work_dir_for(job).path, ignore_errors=True)
         return job.out
     if job.shard_count == 1 and job.out.exists() and not work_dir_for(job).exists():
         raise OutputError(f"{job.out} already exists; remove it or choose another --out")
