@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where benchmarks.md/.json and images/ go (default: docs/ for a full run, "
         "bench/results/quick/docs for --quick)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=_ROOT / "runs" / "default" / "best.pt",
+        help="training checkpoint for the PyTorch eager reference (skipped when absent)",
+    )
     parser.add_argument("--no-triton", action="store_true", help="skip NVIDIA Triton")
     parser.add_argument("--no-quantize", action="store_true", help="skip the int8 variants")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         triton=not args.no_triton,
         quantization=not args.no_quantize,
         profile=not args.no_profile,
+        checkpoint=args.checkpoint,
     )
     try:
         results = run(options)

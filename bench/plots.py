@@ -65,6 +65,15 @@ def draw(results: dict[str, Any], folder: Path) -> dict[str, Path]:
     for threads in sorted({r["threads"] for r in floor}):
         points = sorted((r["batch"], r["images_per_s"]) for r in floor if r["threads"] == threads)
         axes.plot(*zip(*points, strict=True), marker="o", label=f"float32, {threads} thread(s)")
+    eager = results.get("torch_eager", {}).get("rates", [])
+    for threads in sorted({r["threads"] for r in eager}):
+        points = sorted((r["batch"], r["images_per_s"]) for r in eager if r["threads"] == threads)
+        axes.plot(
+            *zip(*points, strict=True),
+            marker="^",
+            linestyle=":",
+            label=f"torch eager, {threads} thread(s)",
+        )
     for variant in results.get("quantization", {}).get("variants", []):
         for threads in sorted({r["threads"] for r in variant["rates"]}):
             points = sorted(

@@ -59,6 +59,23 @@ def _floor(results: dict[str, Any]) -> str:
     )
 
 
+def _torch_eager(results: dict[str, Any]) -> str:
+    eager = results.get("torch_eager") or {}
+    if "rates" not in eager:
+        return f"PyTorch eager reference: {eager.get('skipped', 'not run')}."
+    table = _table(
+        ["batch", "threads", "images/s", "GFLOP/s", "p50 per call (ms)"],
+        [
+            [r["batch"], r["threads"], r["images_per_s"], r["gflops_per_s"], r["call_p50_ms"]]
+            for r in eager["rates"]
+        ],
+    )
+    return (
+        f"PyTorch eager reference (decoder of `{eager['checkpoint']}`; its images differ from the "
+        f"ONNX model's by at most {eager['max_abs_difference_vs_onnx']:.2g}):\n\n{table}"
+    )
+
+
 def _quantization(results: dict[str, Any]) -> str:
     section = results.get("quantization")
     if not section:
@@ -139,11 +156,15 @@ def _profiles(results: dict[str, Any]) -> str:
                 if load.get("requests_per_s")
                 else None
             )
+            busy = ", ".join(
+                f"{thread} {share:.0%}" for thread, share in found.get("thread_busy", {}).items()
+            )
+            busy_text = f" Threads seen running (share of wall time): {busy}." if busy else ""
             parts.append(
                 f"**{name}** ({section['config']}): {found['samples']} samples, server used "
                 f"{found['server_cpu_cores']:.2f} cores at "
                 f"{load.get('requests_per_s', 0):,.0f} requests/s "
-                f"= {_cell(cpu_ms)} ms of CPU per request.\n\n"
+                f"= {_cell(cpu_ms)} ms of CPU per request.{busy_text}\n\n"
                 + _table(
                     ["where the samples were (self)", "share"],
                     [[f"`{f}`", f"{s:.1%}"] for f, s in found["self"]],
@@ -219,6 +240,7 @@ def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
         "## 1. The floor: onnxruntime in process",
         f"![floor]({plot_files.get('floor', '')})",
         _floor(results),
+        _torch_eager(results),
         "### int8 quantization (onnxruntime.quantization)",
         _quantization(results),
         "## 2–3. The service and Triton over gRPC, same load generator",

@@ -13,7 +13,7 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bench import decoder_bench, machine, plots, report, service_bench, triton_bench
+from bench import decoder_bench, machine, plots, report, service_bench, torch_eager, triton_bench
 from bench.analysis import ratios_and_targets
 from bench.h2load import h2load_path
 from bench.model import newest
@@ -36,6 +36,8 @@ class BenchOptions:
     quantization: bool = True
     profile: bool = True
     triton_venv: Path = _ROOT / ".venv-triton"
+    checkpoint: Path = _ROOT / "runs" / "default" / "best.pt"
+    """The training checkpoint for the PyTorch eager reference (skipped when absent)."""
 
     @property
     def timing(self) -> Timing:
@@ -61,9 +63,13 @@ def _service_plans(options: BenchOptions) -> list[tuple[ServiceConfig, list[Scen
         job_as_unary_calls(options.stream_images),
     ]
     batching_off: list[Scenario] = [*singles("UINT8"), big("UINT8")]
+    # Thread oversubscription: onnxruntime's threads and the event loop share the cores.
+    variants: list[Scenario] = [*singles("UINT8", (1, 64, 256)), big("UINT8")]
     return [
         (ServiceConfig(batching=True), batching_on, True),
         (ServiceConfig(batching=False), batching_off, False),
+        (ServiceConfig(batching=True, intra_op_threads=1), variants, False),
+        (ServiceConfig(batching=True, intra_op_threads=1, workers=2), variants, False),
     ]
 
 
@@ -87,6 +93,15 @@ def run(options: BenchOptions) -> dict[str, Any]:
         progress("in-process onnxruntime floor")
         results["floor"] = decoder_bench.floor(
             model, flops_per_image=flops, min_seconds=min_seconds, thread_counts=threads
+        )
+        progress("PyTorch eager reference")
+        results["torch_eager"] = torch_eager.measure(
+            model,
+            options.checkpoint,
+            batches=(1, 256),
+            thread_counts=threads,
+            min_seconds=min_seconds,
+            flops_per_image=flops,
         )
         if options.quantization:
             results["quantization"] = decoder_bench.int8_variants(

@@ -145,7 +145,8 @@ class ServiceConfig:
             else "batching off"
         ]
         if self.intra_op_threads:
-            parts.append(f"{self.intra_op_threads} ORT threads")
+            plural = "s" if self.intra_op_threads > 1 else ""
+            parts.append(f"{self.intra_op_threads} ORT thread{plural}")
         if self.workers > 1:
             parts.append(f"{self.workers} workers")
         return ", ".join(parts)

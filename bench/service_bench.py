@@ -57,6 +57,13 @@ def run_config(
             ]
             assert server.process is not None
             pid = server.process.pid
+            processes = len(profile.group_pids(pid))
+            if processes < config.workers:
+                section["error"] = (
+                    f"--workers {config.workers} asked, the service runs {processes} process(es): "
+                    "skipped (worker processes are not implemented in this service version)"
+                )
+                return section
             target = Target(
                 server="cvae",
                 config=config.label(),
@@ -86,15 +93,21 @@ def run_config(
 
 
 def _profiles(target: Target, pid: int, seconds: float, work: Path) -> dict[str, Any]:
-    """py-spy under 64 concurrent single-image calls, and under one call at a time."""
+    """py-spy under 64 concurrent single-image calls (every thread, then the GIL holder with
+    native frames), and under one call at a time."""
     results = {}
-    load_timing = Timing(duration_s=seconds, warmup_s=0.0)
-    for concurrency in (64, 1):
+    for concurrency, mode, share in (
+        (64, "threads", 1.0),
+        (64, "gil-native", 0.5),
+        (1, "threads", 1.0),
+    ):
         scenario = Scenario(f"profile-c{concurrency}", concurrency, 1)
-        results[f"singles-c{concurrency}"] = profile.record_under_load(
+        length = max(2.0, seconds * share)
+        results[f"singles-c{concurrency}-{mode}"] = profile.record_under_load(
             pid,
-            functools.partial(scenarios.run, target, scenario, load_timing),
-            seconds=seconds,
-            out=work / "profiles" / f"cvae-singles-c{concurrency}.txt",
+            functools.partial(scenarios.run, target, scenario, Timing(length, 0.0)),
+            seconds=length,
+            out=work / "profiles" / f"cvae-singles-c{concurrency}-{mode}.txt",
+            mode=mode,
         )
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def run(
         section["error"] = f"Triton environment: {error}"
         return section
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    workspace = work / "triton-workspace"
     args = [
         str(env.python), str(_ROOT / "bench" / "triton_model.py"),
         "--onnx", str(model.onnx_path), "--latent-dim", str(model.latent_dim),
@@ -84,7 +86,7 @@ def run(
         "--grpc-port", str(grpc_port), "--http-port", str(http_port),
         "--metrics-port", str(metrics_port), "--max-batch", str(max_batch),
         "--max-delay-us", str(MAX_DELAY_US), "--intra-op-threads", str(intra_op_threads),
-        "--workdir", str(work / "triton-workspace"),
+        "--workdir", str(workspace),
     ]  # fmt: skip
     server = ServerProcess(
         "triton",
@@ -118,4 +120,7 @@ def run(
     except Exception as error:  # Triton failing must not lose the rest of the bench
         _LOGGER.exception("Triton failed")
         section["error"] = f"{type(error).__name__}: {error}"
+    finally:
+        # PyTriton copies Triton's binaries and backends there (tens of MB): scratch only.
+        shutil.rmtree(workspace, ignore_errors=True)
     return section
