@@ -195,6 +195,7 @@ class DynamicBatcher:
             size = len(piece.labels)
             if batch and (
                 not policy.batching
+                or not piece.runtime.batch_invariant
                 or piece.runtime is not batch[0].runtime
                 or images + size > policy.max_batch
             ):

@@ -9,8 +9,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as _ProtoMessage
 
 from cvae.v1 import generator_pb2 as pb
 from service.errors import InvalidArgument
@@ -25,6 +28,17 @@ _FORMATS = {
     pb.PNG: PixelFormat.PNG,
 }
 _FLOAT32_LE = np.dtype("<f4")
+_Message = TypeVar("_Message", bound=_ProtoMessage)
+
+
+def parse(message_type: type[_Message], data: bytes) -> _Message:
+    """A request message from its wire bytes; garbage is the caller's INVALID_ARGUMENT."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as error:
+        raise InvalidArgument(
+            f"request: not a valid {message_type.DESCRIPTOR.full_name} message ({error})"
+        ) from None
 
 
 def decode_generate(request: pb.GenerateRequest, spec: ModelSpec, max_images: int) -> GenerationJob:
@@ -90,11 +104,11 @@ def encode_generated(result: GeneratedImages, job: GenerationJob) -> pb.Generate
     if job.pixel_format is PixelFormat.PNG:
         response.png.extend(to_png(to_uint8(result.images)))
     elif job.pixel_format is PixelFormat.UINT8:
-        response.images.CopyFrom(tensor_of(to_uint8(result.images)))
+        _fill_tensor(response.images, to_uint8(result.images))
     else:
-        response.images.CopyFrom(tensor_of(result.images))
+        _fill_tensor(response.images, result.images)
     if not job.omit_latents:
-        response.latents.CopyFrom(tensor_of(result.latents))
+        _fill_tensor(response.latents, result.latents)
     if result.seed is not None:
         response.seed = result.seed
     return response
@@ -119,11 +133,19 @@ def encode_model_info(
 
 def tensor_of(array: np.ndarray) -> pb.Tensor:
     """A Tensor message of a float32 or uint8 array (little-endian, row-major)."""
+    tensor = pb.Tensor()
+    _fill_tensor(tensor, array)
+    return tensor
+
+
+def _fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> None:
+    tensor.shape.extend(array.shape)
     if array.dtype == np.uint8:
-        data, dtype = array.tobytes(), "uint8"
+        tensor.dtype = "uint8"
+        tensor.data = array.tobytes()
     else:
-        data, dtype = array.astype(_FLOAT32_LE, copy=False).tobytes(), "float32"
-    return pb.Tensor(shape=array.shape, dtype=dtype, data=data)
+        tensor.dtype = "float32"
+        tensor.data = array.astype(_FLOAT32_LE, copy=False).tobytes()
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -155,10 +177,9 @@ def _decode_labels(raw: Sequence[int], num_classes: int, max_images: int) -> np.
             f"labels: {count} images asked; at most {max_images} are allowed per request "
             "(max_images_per_request, or max_images_per_stream for GenerateStream)"
         )
-    labels = np.array(raw, dtype=np.int64)
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
+    labels = np.fromiter(raw, dtype=np.int64, count=count)
+    if min(raw) < 0 or max(raw) >= num_classes:  # in C over the field: cheapest for any size
+        index = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
         raise InvalidArgument(
             f"labels[{index}]: {labels[index]} is outside [0, {num_classes}) "
             f"(the model has {num_classes} classes)"

@@ -125,7 +125,7 @@ def build_metrics(max_batch: int) -> ServiceMetrics:
 def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> Any:
     """Start the /metrics HTTP endpoint in a background thread; returns the server."""
     server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    _LOGGER.info("metrics on http://%s:%d/metrics", host, port)
+    _LOGGER.debug("metrics on http://%s:%d/metrics", host, port)
     return server
 
 

@@ -40,6 +40,7 @@ class ModelReloader:
         self._keep = keep
         self._on_change = on_change
         self._refused: dict[str, VersionFolder] = {}
+        self._last_scan_error = ""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -79,8 +80,11 @@ class ModelReloader:
             try:
                 versions = await loop.run_in_executor(None, self._repository.versions)
             except (ModelLoadError, OSError) as error:
-                _LOGGER.warning("model repository scan failed, keeping what is loaded: %s", error)
+                if str(error) != self._last_scan_error:  # once per distinct problem, not per scan
+                    _LOGGER.warning("repository scan failed, keeping what is loaded: %s", error)
+                    self._last_scan_error = str(error)
                 return
+            self._last_scan_error = ""
             newest = self._registry.newest
             newest_loaded = int(newest.version) if newest is not None else 0
             for folder in versions[-self._keep :]:

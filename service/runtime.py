@@ -15,6 +15,7 @@ from service.repository import ModelSpec, read_spec
 
 _LOGGER = logging.getLogger(__name__)
 _WARMUP_BATCHES = (1, 7)  # odd sizes: catch a graph that only works for one batch size
+_INVARIANCE_ROWS = 37
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ModelRuntime:
         self._session = session
         self._output_names = [spec.image_output]
         self.load_seconds = 0.0
+        # Whether a row's image is the same alone or inside any batch (checked at warm-up);
+        # when it is not, the batcher never merges requests, so results stay reproducible.
+        self.batch_invariant = True
 
     @property
     def version(self) -> str:
@@ -131,6 +135,25 @@ def _warm_up(runtime: ModelRuntime) -> None:
             )
         if not np.all(np.isfinite(images)):
             raise ModelLoadError(f"{spec.onnx_path}: warm-up output holds NaN or Inf")
+    runtime.batch_invariant = _rows_independent_of_batch(runtime)
+    if not runtime.batch_invariant:
+        _LOGGER.warning(
+            "%s: a row's output depends on the rows batched with it; requests of this version "
+            "will not be merged by the batcher (slower, but reproducible)",
+            spec.onnx_path,
+        )
+
+
+def _rows_independent_of_batch(runtime: ModelRuntime) -> bool:
+    """Decode random rows as one batch, in odd slices and one by one: all bytes must agree."""
+    spec = runtime.spec
+    rng = np.random.default_rng(0)
+    count = _INVARIANCE_ROWS
+    latents = rng.standard_normal((count, spec.latent_dim), dtype=np.float32)
+    labels = rng.integers(0, spec.num_classes, count).astype(np.int64)
+    whole = runtime.run(latents, labels)
+    pieces = [runtime.run(latents[a:b], labels[a:b]) for a, b in ((0, 1), (1, 4), (4, count))]
+    return np.array_equal(np.concatenate(pieces), whole)
 
 
 def _first_line(error: Exception) -> str:

@@ -20,7 +20,6 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cvae.v1 import generator_pb2 as pb
-from cvae.v1 import generator_pb2_grpc as pb_grpc
 from service.batcher import BatchingPolicy, DynamicBatcher
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
@@ -29,7 +28,7 @@ from service.registry import ModelRegistry
 from service.reload import ModelReloader
 from service.repository import ModelRepository
 from service.runtime import RuntimeOptions
-from service.servicer import GeneratorServicer, RequestLimits
+from service.servicer import GeneratorServicer, RequestLimits, add_to_server
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def usable_cpus() -> int:
 
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
-    threads = settings.intra_op_threads or max(1, usable_cpus() // settings.workers)
+    threads = settings.intra_op_threads or usable_cpus()
     return RuntimeOptions(intra_op_threads=threads)
 
 
@@ -57,8 +56,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # One process owns the port unless several workers share it on purpose.
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # One process owns the port: a second server on it fails instead of sharing silently.
+        ("grpc.so_reuseport", 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
@@ -97,6 +96,7 @@ class GenerationServer:
                 max_delay_s=settings.max_delay_ms / 1000.0,
                 batching=settings.batching,
                 queue_size=settings.queue_size,
+                concurrency=settings.decoder_slots,
             ),
             self.metrics,
         )
@@ -112,6 +112,7 @@ class GenerationServer:
         self._stopping = asyncio.Event()
         self._metrics_http: Any = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._servicer: GeneratorServicer | None = None
         self.bound_port = 0
 
     async def start(self) -> None:
@@ -121,7 +122,7 @@ class GenerationServer:
         credentials = server_credentials(settings)
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        servicer = GeneratorServicer(
+        servicer = self._servicer = GeneratorServicer(
             self.registry,
             ImageGenerator(self.batcher),
             self.metrics,
@@ -131,7 +132,7 @@ class GenerationServer:
                 settings.stream_chunk_size,
             ),
         )
-        pb_grpc.add_GeneratorServicer_to_server(servicer, self.server)
+        add_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -181,8 +182,22 @@ class GenerationServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.grace_period)
+        await self._drain(self.settings.grace_period)
         _LOGGER.info("stopped")
+
+    async def _drain(self, grace: float) -> None:
+        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest."""
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.sleep(0.01)  # calls gRPC had already received reach their handlers
+        in_flight = self._servicer.in_flight if self._servicer is not None else None
+        if in_flight is not None and in_flight.count:
+            _LOGGER.info("finishing %d calls in flight", in_flight.count)
+            try:
+                await asyncio.wait_for(in_flight.wait_idle(), timeout=grace)
+            except TimeoutError:
+                _LOGGER.warning("grace period over: cancelling %d calls", in_flight.count)
+        await self.server.stop(0)  # health watchers and reflection streams end here
+        await stopping
 
     def close(self) -> None:
         self.batcher.close()

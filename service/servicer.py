@@ -16,7 +16,6 @@ from types import TracebackType
 import grpc
 
 from cvae.v1 import generator_pb2 as pb
-from cvae.v1 import generator_pb2_grpc as pb_grpc
 from service import codec
 from service.errors import ServiceError
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
@@ -28,6 +27,31 @@ _LOGGER = logging.getLogger(__name__)
 _OFF_LOOP_PIXELS = 64 * 28 * 28
 
 
+class InFlight:
+    """Counts Generator calls in progress, so shutdown can wait for exactly those.
+
+    (Health Watch and reflection streams never end by themselves; they must not hold the
+    shutdown for the whole grace period.)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """Per-request limits announced in ModelInfo and enforced by the codec."""
@@ -37,8 +61,12 @@ class RequestLimits:
     stream_chunk_size: int
 
 
-class GeneratorServicer(pb_grpc.GeneratorServicer):
-    """cvae.v1.Generator on the data plane."""
+class GeneratorServicer:
+    """cvae.v1.Generator on the data plane.
+
+    Requests arrive as raw bytes and are parsed here (codec.parse), so that a malformed message
+    is the caller's INVALID_ARGUMENT rather than gRPC's UNKNOWN.
+    """
 
     def __init__(
         self,
@@ -51,11 +79,11 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
         self._generator = generator
         self._metrics = metrics
         self._limits = limits
+        self.in_flight = InFlight()
 
-    async def Generate(
-        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GenerateResponse:
-        async with _Call(self._metrics, "Generate", context):
+    async def Generate(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        async with _Call(self._metrics, self.in_flight, "Generate", context):
+            request = codec.parse(pb.GenerateRequest, data)
             runtime = self._registry.resolve(request.model_version)
             job = codec.decode_generate(request, runtime.spec, self._limits.max_images_per_request)
             result = await self._generator.generate(runtime, job, _deadline_of(context))
@@ -64,10 +92,9 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             return response
         raise AssertionError("unreachable: _Call aborts the RPC on every error")
 
-    async def GenerateStream(
-        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> None:
-        async with _Call(self._metrics, "GenerateStream", context):
+    async def GenerateStream(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
+        async with _Call(self._metrics, self.in_flight, "GenerateStream", context):
+            request = codec.parse(pb.GenerateRequest, data)
             runtime = self._registry.resolve(request.model_version)
             limits = self._limits
             job = codec.decode_stream(
@@ -83,10 +110,9 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
                     await context.write(await _encode(chunk, job))
                     self._metrics.count_images(len(chunk.labels))
 
-    async def GetModelInfo(
-        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInfo:
-        async with _Call(self._metrics, "GetModelInfo", context):
+    async def GetModelInfo(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        async with _Call(self._metrics, self.in_flight, "GetModelInfo", context):
+            request = codec.parse(pb.GetModelInfoRequest, data)
             runtime = self._registry.resolve(request.model_version)
             return codec.encode_model_info(
                 runtime.spec,
@@ -97,20 +123,43 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
         raise AssertionError("unreachable: _Call aborts the RPC on every error")
 
 
+def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
+    """Register cvae.v1.Generator with raw-bytes request deserializers."""
+    handlers = {
+        "Generate": grpc.unary_unary_rpc_method_handler(
+            servicer.Generate, response_serializer=pb.GenerateResponse.SerializeToString
+        ),
+        "GenerateStream": grpc.unary_stream_rpc_method_handler(
+            servicer.GenerateStream, response_serializer=pb.GenerateResponse.SerializeToString
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo, response_serializer=pb.ModelInfo.SerializeToString
+        ),
+    }
+    service_name = pb.DESCRIPTOR.services_by_name["Generator"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
+
+
 class _Call:
     """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses."""
 
-    __slots__ = ("_context", "_method", "_metrics", "_started")
+    __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_started")
 
     def __init__(
-        self, metrics: ServiceMetrics, method: str, context: grpc.aio.ServicerContext
+        self,
+        metrics: ServiceMetrics,
+        in_flight: InFlight,
+        method: str,
+        context: grpc.aio.ServicerContext,
     ) -> None:
         self._metrics = metrics
+        self._in_flight = in_flight
         self._method = method
         self._context = context
         self._started = time.perf_counter()
 
     async def __aenter__(self) -> _Call:
+        self._in_flight.enter()
         return self
 
     async def __aexit__(
@@ -139,6 +188,7 @@ class _Call:
             )
             return False  # not reached: abort raises
         finally:
+            self._in_flight.leave()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
 
 

@@ -61,10 +61,6 @@ class ServiceSettings:
         default=9464, metadata=_about("Prometheus /metrics port; 0 turns it off", maximum=65535)
     )
     """TCP port of the Prometheus HTTP endpoint (same host); 0 means no metrics endpoint."""
-    workers: int = field(
-        default=1, metadata=_about("server processes sharing the port (SO_REUSEPORT)", minimum=1)
-    )
-    """Processes that each serve the port; above 1 the kernel spreads connections over them."""
     max_batch: int = field(
         default=256, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
     )
@@ -110,7 +106,12 @@ class ServiceSettings:
     intra_op_threads: int = field(
         default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
     )
-    """onnxruntime intra-op threads; 0 picks the usable CPU count divided by the workers."""
+    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use."""
+    decoder_slots: int = field(
+        default=1, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
+    )
+    """Batches run concurrently (each with intra_op_threads). Above 1, a batch that starts while
+    another runs waits until it is full or max_delay_ms old."""
     reload_interval: float = field(
         default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
     )
@@ -184,7 +185,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in dataclasses.fields(ServiceSettings):
         meta = spec.metadata
         default = spec.default
-        shown = "" if default is None else f" (default {default})"
+        if isinstance(default, bool):
+            shown = f" (default {'on' if default else 'off'})"
+        elif default in (None, ""):
+            shown = ""
+        else:
+            shown = f" (default {default})"
         parser.add_argument(
             flag_name(spec.name),
             dest=_dest(spec),
@@ -209,7 +215,11 @@ def from_sources(
         if raw is None and env_name(spec.name) in environ:
             raw, source = environ[env_name(spec.name)], env_name(spec.name)
         if raw is not None:
-            values[spec.name] = _convert(raw, types[spec.name], source)
+            value = _convert(raw, types[spec.name], source)
+            for choice in spec.metadata["choices"] or ():
+                if isinstance(value, str) and value.lower() == choice.lower():
+                    value = choice  # "info" means "INFO"
+            values[spec.name] = value
     return ServiceSettings(**values)
 
 
