@@ -1,0 +1,144 @@
+"""From a training checkpoint to a published model version: ONNX graph, metadata, model.json."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export.onnx_decoder import (
+    INPUT_LABEL,
+    INPUT_LATENT,
+    OPSET,
+    OUTPUT_IMAGE,
+    check_graph,
+    export_decoder,
+    opset_of,
+)
+from export.repository import MODEL_FILE, publish_version, sha256_of
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig, config_to_dict
+from training.model import CVAE
+
+_LOGGER = logging.getLogger(__name__)
+
+FORMAT = "cvae-model/1"
+# model.json keys left out of the ONNX metadata_props: a file cannot hold its own hash
+_NOT_IN_METADATA = ("onnx_sha256",)
+
+
+class MetricsError(ValueError):
+    """A metrics file that cannot be read or that belongs to another checkpoint."""
+
+
+def read_metrics(path: Path | None, checkpoint: Path) -> dict[str, Any]:
+    """The evaluator's metrics.json; refused if it names a different checkpoint file hash."""
+    if path is None:
+        _LOGGER.warning("no --metrics given: model.json will carry no evaluation metrics")
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise MetricsError(f"cannot read metrics {path}: {error}") from error
+    if not isinstance(metrics, dict):
+        raise MetricsError(f"{path} does not hold a JSON object")
+    recorded = metrics.get("checkpoint_sha256")
+    if recorded is not None and recorded != sha256_of(checkpoint):
+        raise MetricsError(
+            f"{path} scores a checkpoint with sha256 {recorded}, not {checkpoint}; "
+            "evaluate this checkpoint first"
+        )
+    return metrics
+
+
+def describe(
+    model: CVAE,
+    train_config: TrainConfig,
+    *,
+    name: str,
+    version: int,
+    opset: int,
+    metrics: dict[str, Any],
+    created_at: str,
+) -> dict[str, Any]:
+    """model.json without the hash (added once the ONNX file is final)."""
+    config = model.config
+    return {
+        "format": FORMAT,
+        "name": name,
+        "version": str(version),
+        "latent_dim": config.latent_dim,
+        "num_classes": config.num_classes,
+        "class_names": list(config.class_names),
+        "image_shape": list(config.image_shape),
+        "inputs": {"latent": INPUT_LATENT, "label": INPUT_LABEL},
+        "outputs": {"image": OUTPUT_IMAGE},
+        "opset": opset,
+        "training_config": config_to_dict(train_config),
+        "metrics": metrics,
+        "created_at": created_at,
+    }
+
+
+def metadata_props(description: dict[str, Any]) -> dict[str, str]:
+    """The description as ONNX metadata: strings as they are, everything else as JSON."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        for key, value in description.items()
+        if key not in _NOT_IN_METADATA
+    }
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    repository: Path,
+    *,
+    name: str = "cvae-mnist",
+    version: int | None = None,
+    metrics_path: Path | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Export the checkpoint's decoder as models/<name>/<version>/; returns that folder."""
+    model, train_config, _extra = load_checkpoint(checkpoint)
+    metrics = read_metrics(metrics_path, checkpoint)
+    latent_dim = model.config.latent_dim
+
+    def write_files(folder: Path, chosen_version: int) -> dict[str, Any]:
+        onnx_path = folder / MODEL_FILE
+        _LOGGER.info("exporting the decoder to ONNX (opset %d)", opset)
+        export_decoder(model.decoder, latent_dim, onnx_path, opset=opset)
+        graph = onnx.load(str(onnx_path))
+        description = describe(
+            model,
+            train_config,
+            name=name,
+            version=chosen_version,
+            opset=opset_of(graph),
+            metrics=metrics,
+            created_at=utc_now(),
+        )
+        del graph.metadata_props[:]
+        for key, value in metadata_props(description).items():
+            graph.metadata_props.add(key=key, value=value)
+        check_graph(graph, latent_dim)
+        onnx.save(graph, str(onnx_path))
+        description["onnx_sha256"] = sha256_of(onnx_path)
+        return _ordered(description)
+
+    return publish_version(repository, name, version, write_files)
+
+
+def _ordered(description: dict[str, Any]) -> dict[str, Any]:
+    """The key order of docs/model-repository.md (hash after the opset)."""
+    order = ["format", "name", "version", "latent_dim", "num_classes", "class_names"]
+    order += ["image_shape", "inputs", "outputs", "opset", "onnx_sha256", "training_config"]
+    order += ["metrics", "created_at"]
+    return {key: description[key] for key in order}

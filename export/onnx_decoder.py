@@ -1,0 +1,93 @@
+"""The CVAE decoder as ONNX: z float32 [N, latent], label int64 [N] -> image float32 [N, H, W].
+
+torch 2.13's exporter is the dynamo one (`torch.onnx.export(..., dynamo=True)`, built on
+torch.export and onnxscript); the batch axis is a `torch.export.Dim`, so every graph input and
+output carries the symbolic dimension "batch".
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+_LOGGER = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_LATENT = "z"
+INPUT_LABEL = "label"
+OUTPUT_IMAGE = "image"
+BATCH_AXIS = "batch"
+
+
+class OnnxExportError(RuntimeError):
+    """The decoder could not be exported, or the exported graph is not what the contract says."""
+
+
+def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: int = OPSET) -> None:
+    """Write the decoder to `path` as one self-contained ONNX file, then check it."""
+    decoder = decoder.eval()
+    example = (torch.zeros(2, latent_dim), torch.zeros(2, dtype=torch.int64))
+    batch = torch.export.Dim(BATCH_AXIS, min=1)
+    try:
+        with warnings.catch_warnings():
+            # torch 2.13's exporter warns about its own internals (pytree LeafSpec, axis names)
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
+            program = torch.onnx.export(
+                decoder,
+                example,
+                input_names=[INPUT_LATENT, INPUT_LABEL],
+                output_names=[OUTPUT_IMAGE],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=({0: batch}, {0: batch}),  # (z, label), by position
+                verbose=False,
+            )
+    except Exception as error:  # the exporter raises many types; none is recoverable here
+        raise OnnxExportError(f"torch.onnx.export failed: {error}") from error
+    if program is None:
+        raise OnnxExportError("torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)
+    check_graph(onnx.load(str(path)), latent_dim)
+
+
+def check_graph(model: onnx.ModelProto, latent_dim: int) -> None:
+    """onnx.checker plus the contract: input and output names, dtypes and a dynamic batch axis."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise OnnxExportError(f"onnx.checker rejected the graph: {error}") from error
+    expected = {
+        INPUT_LATENT: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim]),
+        INPUT_LABEL: (onnx.TensorProto.INT64, [BATCH_AXIS]),
+    }
+    actual = {value.name: _signature(value) for value in model.graph.input}
+    if actual != expected:
+        raise OnnxExportError(f"graph inputs are {actual}, expected {expected}")
+    outputs = [value.name for value in model.graph.output]
+    if outputs != [OUTPUT_IMAGE]:
+        raise OnnxExportError(f"graph outputs are {outputs}, expected [{OUTPUT_IMAGE!r}]")
+    elem_type, dims = _signature(model.graph.output[0])
+    if elem_type != onnx.TensorProto.FLOAT or len(dims) != 3 or dims[0] != BATCH_AXIS:
+        raise OnnxExportError(
+            f"output {OUTPUT_IMAGE!r} is {elem_type} {dims}, expected float [N, H, W]"
+        )
+
+
+def _signature(value: onnx.ValueInfoProto) -> tuple[int, list[int | str]]:
+    tensor = value.type.tensor_type
+    dims: list[int | str] = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
+    return tensor.elem_type, dims
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The default-domain (ai.onnx) opset the graph was written for."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise OnnxExportError("the graph imports no ai.onnx opset")
