@@ -101,19 +101,6 @@ def _shares(counts: Counter[str], total: int, top: int) -> list[tuple[str, float
     return [(frame, count / total) for frame, count in counts.most_common(top)]
 
 
-def group_pids(process_group: int) -> list[int]:
-    """The live processes of one process group (a server and the workers it started)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == process_group:
-            pids.append(int(stat.parent.name))
-    return sorted(pids)
-
-
 def group_cpu_seconds(process_group: int) -> float:
     """User + system CPU seconds of the live processes of one process group (server + workers)."""
     total = 0

@@ -69,7 +69,7 @@ def _service_plans(options: BenchOptions) -> list[tuple[ServiceConfig, list[Scen
         (ServiceConfig(batching=True), batching_on, True),
         (ServiceConfig(batching=False), batching_off, False),
         (ServiceConfig(batching=True, intra_op_threads=1), variants, False),
-        (ServiceConfig(batching=True, intra_op_threads=1, workers=2), variants, False),
+        (ServiceConfig(batching=True, intra_op_threads=1, decoder_slots=2), variants, False),
     ]
 
 

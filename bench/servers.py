@@ -134,8 +134,9 @@ class ServiceConfig:
     max_batch: int = 256
     max_delay_ms: float = 2.0
     intra_op_threads: int = 0
-    """0 leaves the service's own default (usable cores / workers)."""
-    workers: int = 1
+    """0 leaves the service's own default (the CPUs the process may use)."""
+    decoder_slots: int = 1
+    """Decoder calls that may run at once (`--decoder-slots`)."""
     extra_args: tuple[str, ...] = ()
 
     def label(self) -> str:
@@ -147,8 +148,8 @@ class ServiceConfig:
         if self.intra_op_threads:
             plural = "s" if self.intra_op_threads > 1 else ""
             parts.append(f"{self.intra_op_threads} ORT thread{plural}")
-        if self.workers > 1:
-            parts.append(f"{self.workers} workers")
+        if self.decoder_slots > 1:
+            parts.append(f"{self.decoder_slots} decoder slots")
         return ", ".join(parts)
 
 
@@ -170,7 +171,7 @@ def cvae_service(
     ]  # fmt: skip
     if config.intra_op_threads:
         args += ["--intra-op-threads", str(config.intra_op_threads)]
-    if config.workers > 1:
-        args += ["--workers", str(config.workers)]
+    if config.decoder_slots > 1:
+        args += ["--decoder-slots", str(config.decoder_slots)]
     args += config.extra_args
     return ServerProcess("cvae serve", args, log_path), port, metrics_port

@@ -57,13 +57,6 @@ def run_config(
             ]
             assert server.process is not None
             pid = server.process.pid
-            processes = len(profile.group_pids(pid))
-            if processes < config.workers:
-                section["error"] = (
-                    f"--workers {config.workers} asked, the service runs {processes} process(es): "
-                    "skipped (worker processes are not implemented in this service version)"
-                )
-                return section
             target = Target(
                 server="cvae",
                 config=config.label(),
