@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-triton", action="store_true", help="skip NVIDIA Triton")
     parser.add_argument("--no-quantize", action="store_true", help="skip the int8 variants")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="measure nothing: rewrite the page and plots from a results file of an earlier run",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -42,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.h2load import H2loadError
     from bench.model import ModelNotFoundError
-    from bench.run import BenchOptions, run
+    from bench.run import BenchOptions, render, run
+
+    if args.render is not None:
+        render(json.loads(args.render.read_text()), args.docs or _ROOT / "docs")
+        return 0
 
     options = BenchOptions(
         quick=args.quick,

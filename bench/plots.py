@@ -86,6 +86,8 @@ def draw(results: dict[str, Any], folder: Path) -> dict[str, Path]:
                 label=f"{variant['name']}, {threads} thread(s)",
             )
     axes.set_xscale("log", base=2)
+    batches = sorted({r["batch"] for r in floor})
+    axes.set_xticks(batches, [str(batch) for batch in batches])
     axes.set_xlabel("batch size")
     axes.set_ylabel("images/s")
     axes.set_title("In-process onnxruntime decode rate (the floor)")

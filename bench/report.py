@@ -76,39 +76,40 @@ def _torch_eager(results: dict[str, Any]) -> str:
     )
 
 
+def _percent(fraction: float | None) -> str | None:
+    return None if fraction is None else f"{fraction * 100:.2f}%"
+
+
 def _quantization(results: dict[str, Any]) -> str:
     section = results.get("quantization")
     if not section:
         return "Not run (`--no-quantize`)."
     reference = section.get("float32_quality")
+    float32 = {
+        (r["batch"], r["threads"]): r["images_per_s"]
+        for r in results.get("floor", [])
+        if r["opt_level"] == "all"
+    }
     rows = []
     for variant in section["variants"]:
         quality = variant.get("quality", {})
         for rate in variant["rates"]:
+            baseline = float32.get((rate["batch"], rate["threads"]))
             rows.append([
                 variant["name"], rate["batch"], rate["threads"], rate["images_per_s"],
-                variant["max_pixel_error"], quality.get("label_accuracy"), quality.get("frechet"),
-                variant.get("may_ship"),
+                f"{rate['images_per_s'] / baseline:.2f}×" if baseline else None,
+                variant["max_pixel_error"], _percent(quality.get("label_accuracy")),
+                quality.get("frechet"), variant.get("may_ship"),
             ])  # fmt: skip
-    text = _table(
-        [
-            "variant",
-            "batch",
-            "threads",
-            "images/s",
-            "max |Δpixel|",
-            "label acc.",
-            "Fréchet",
-            "within bars",
-        ],
-        rows,
-    )
+    header = ["variant", "batch", "threads", "images/s", "vs float32", "max abs. pixel error",
+              "label acc.", "Fréchet", "quality within bars"]  # fmt: skip
+    text = _table(header, rows)
     if reference:
         text += (
             f"\n\nfloat32 reference (same draws, same judge): label accuracy "
-            f"{reference['label_accuracy']:.4f}, Fréchet {reference['frechet']:.3f}. "
-            "A variant may ship only within 0.3 points of accuracy and 10% of Fréchet; "
-            "the lead decides."
+            f"{_percent(reference['label_accuracy'])}, Fréchet {reference['frechet']:.3f}. "
+            "A variant may ship as an extra model version only if it is faster and its quality "
+            "stays within 0.3 points of accuracy and 10% of Fréchet; the lead decides."
         )
     else:
         text += f"\n\nQuality not measured: {section.get('quality_unmeasured')}."

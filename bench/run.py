@@ -148,18 +148,22 @@ def run(options: BenchOptions) -> dict[str, Any]:
 
 
 def _write(results: dict[str, Any], options: BenchOptions, work: Path) -> None:
-    docs = options.docs or work / "docs"
+    text = json.dumps(results, indent=2, default=str)
+    (work / "benchmarks.json").write_text(text)
+    render(results, options.docs or work / "docs")
+    if options.docs is not None and not options.quick:
+        shutil.copyfile(work / "benchmarks.json", options.results / "latest.json")
+
+
+def render(results: dict[str, Any], docs: Path) -> None:
+    """benchmarks.md, benchmarks.json and the plots in `docs`, from one run's results."""
     images = docs / "images"
     images.mkdir(parents=True, exist_ok=True)
     plot_files = plots.draw(results, images)
-    text = json.dumps(results, indent=2, default=str)
-    (work / "benchmarks.json").write_text(text)
-    (docs / "benchmarks.json").write_text(text)
+    (docs / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str))
     (docs / "benchmarks.md").write_text(
         report.markdown(
             results, {name: os.path.relpath(path, docs) for name, path in plot_files.items()}
         )
     )
     _LOGGER.info("wrote %s and %s", docs / "benchmarks.md", docs / "benchmarks.json")
-    if options.docs is not None and not options.quick:
-        shutil.copyfile(work / "benchmarks.json", options.results / "latest.json")

@@ -7,11 +7,12 @@ import logging
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import profile, scenarios
 from bench.grpccheck import CallCounter, triton_counts
 from bench.model import ModelUnderTest
 from bench.scenarios import Scenario, Target, Timing
@@ -114,9 +115,15 @@ def run(
                     f"http://127.0.0.1:{metrics_port}/metrics", triton_counts(MODEL_NAME)
                 ),
             )
+            assert server.process is not None
+            pid = server.process.pid  # Triton, its Python backend stub and PyTriton's proxy
             for scenario in plan:
                 progress(f"Triton: {scenario.describe()}")
-                section["rows"].append(scenarios.run(target, scenario, timing))
+                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
+                row = scenarios.run(target, scenario, timing)
+                wall = time.monotonic() - wall_before
+                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
+                section["rows"].append(row)
     except Exception as error:  # Triton failing must not lose the rest of the bench
         _LOGGER.exception("Triton failed")
         section["error"] = f"{type(error).__name__}: {error}"
