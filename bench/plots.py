@@ -22,6 +22,9 @@ def _single_series(section: dict[str, Any], key: str) -> tuple[list[int], list[f
 
 def _servers(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     series = [(f"cvae ({section['config']})", section) for section in results.get("service", [])]
+    grpc_floor = results.get("grpc_floor", {})
+    if grpc_floor.get("rows"):
+        series.append((f"floor: {grpc_floor['config']}", grpc_floor))
     triton = results.get("triton", {})
     if triton.get("rows"):
         series.append((f"Triton ({triton.get('config', '')})", triton))

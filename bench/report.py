@@ -116,9 +116,18 @@ def _quantization(results: dict[str, Any]) -> str:
     return text
 
 
+def _sections(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every server measured under load: the service's configurations, the gRPC floor, Triton."""
+    return [
+        *results.get("service", []),
+        results.get("grpc_floor", {}),
+        results.get("triton", {}),
+    ]
+
+
 def _load_rows(results: dict[str, Any]) -> str:
     rows = []
-    for section in [*results.get("service", []), results.get("triton", {})]:
+    for section in _sections(results):
         for row in section.get("rows", []):
             if "error" in row:
                 rows.append(
@@ -138,7 +147,7 @@ def _load_rows(results: dict[str, Any]) -> str:
 
 def _errors(results: dict[str, Any]) -> str:
     lines = []
-    for section in [*results.get("service", []), results.get("triton", {})]:
+    for section in _sections(results):
         if section.get("error"):
             lines.append(f"- **{section.get('config', '?')}**: {section['error']}")
     return "\n".join(lines)

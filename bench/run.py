@@ -128,6 +128,13 @@ def run(options: BenchOptions) -> dict[str, Any]:
             )
             for config, plan, extras in _service_plans(options)
         ]
+        results["grpc_floor"] = service_bench.run_grpc_floor(
+            model,
+            singles("UINT8", (1, 64, 256)),
+            timing=options.timing,
+            work=work,
+            progress=progress,
+        )
         if options.triton:
             results["triton"] = triton_bench.run(
                 model,

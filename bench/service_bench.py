@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,14 @@ from bench import client_checks, frames, profile, scenarios
 from bench.grpccheck import CallCounter, cvae_counts
 from bench.model import ModelUnderTest
 from bench.scenarios import Scenario, Target, Timing
-from bench.servers import ServiceConfig, cvae_service, grpc_serving, running
+from bench.servers import (
+    ServerProcess,
+    ServiceConfig,
+    cvae_service,
+    free_port,
+    grpc_serving,
+    running,
+)
 
 _LOGGER = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 60
@@ -104,3 +112,44 @@ def _profiles(target: Target, pid: int, seconds: float, work: Path) -> dict[str,
             mode=mode,
         )
     return results
+
+
+def run_grpc_floor(
+    model: ModelUnderTest,
+    plan: list[Scenario],
+    *,
+    timing: Timing,
+    work: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """The same scenarios against bench/echo_server.py: grpc.aio alone, no model, no codec."""
+    port = free_port()
+    config = "grpc.aio, canned response (no model)"
+    server = ServerProcess(
+        "echo server",
+        [sys.executable, "-m", "bench.echo_server", "--port", str(port)],
+        work / "logs" / "echo-server.log",
+    )
+    section: dict[str, Any] = {"config": config, "rows": []}
+    try:
+        with running(server, grpc_serving(port), STARTUP_TIMEOUT_S):
+            assert server.process is not None
+            pid = server.process.pid
+            target = Target(
+                server="grpc floor",
+                config=config,
+                url=f"http://127.0.0.1:{port}{frames.GENERATE_PATH}",
+                frame=frame_writer(work / "frames", model.num_classes),
+                counter=None,
+            )
+            for scenario in plan:
+                progress(f"grpc floor: {scenario.describe()}")
+                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
+                row = scenarios.run(target, scenario, timing)
+                wall = time.monotonic() - wall_before
+                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
+                section["rows"].append(row)
+    except Exception as error:  # the floor failing must not lose the rest
+        _LOGGER.exception("grpc floor failed")
+        section["error"] = f"{type(error).__name__}: {error}"
+    return section
