@@ -188,6 +188,25 @@ def _profiles(results: dict[str, Any]) -> str:
     return "\n\n".join(parts) or "Not run."
 
 
+def _dataplane(results: dict[str, Any]) -> str:
+    section = results.get("dataplane") or {}
+    rows = [
+        [r["intra_op_threads"], r["concurrency"], r["calls_per_s"], r["cpu_cores"],
+         r["cpu_ms_per_call"]]
+        for r in section.get("rows", [])
+    ]  # fmt: skip
+    text = (
+        "The service's own request path without gRPC (parse, sample, DynamicBatcher, "
+        "onnxruntime, encode, serialize), single-image calls on one event loop, in process:\n\n"
+        + _table(
+            ["ORT threads", "concurrent calls", "calls/s", "CPU (cores)", "CPU ms per call"], rows
+        )
+    )
+    if section.get("error"):
+        text += f"\n\nIncomplete: {section['error']}"
+    return text
+
+
 def _streams(results: dict[str, Any]) -> str:
     lines = []
     for section in results.get("service", []):
@@ -257,6 +276,7 @@ def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
         f"![throughput]({plot_files.get('throughput', '')})\n![p99]({plot_files.get('p99', '')})",
         _load_rows(results),
         comparison,
+        _dataplane(results),
         "Streams (100,000 images in one call; Triton has no server streaming for this model, so "
         "the same job runs there as back-to-back calls of 256 images: the "
         "`job-…-as-calls-of-256` rows above):",

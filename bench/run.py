@@ -13,7 +13,16 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bench import decoder_bench, machine, plots, report, service_bench, torch_eager, triton_bench
+from bench import (
+    dataplane,
+    decoder_bench,
+    machine,
+    plots,
+    report,
+    service_bench,
+    torch_eager,
+    triton_bench,
+)
 from bench.analysis import ratios_and_targets
 from bench.h2load import h2load_path
 from bench.model import newest
@@ -113,6 +122,10 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 quality_per_label=0 if options.quick else 1000,
                 progress=progress,
             )
+        progress("the service's data plane in process")
+        results["dataplane"] = dataplane.measure(
+            model, thread_counts=threads, seconds=1.0 if options.quick else 3.0
+        )
         results["service"] = [
             service_bench.run_config(
                 model,
