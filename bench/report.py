@@ -277,8 +277,8 @@ def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
         _load_rows(results),
         comparison,
         _dataplane(results),
-        "Streams (100,000 images in one call; Triton has no server streaming for this model, so "
-        "the same job runs there as back-to-back calls of 256 images: the "
+        "One stream of the whole job (Triton has no server streaming for this model, so the same "
+        "job runs there, and on the service too, as back-to-back calls of 256 images: the "
         "`job-…-as-calls-of-256` rows above):",
         _streams(results),
         "## Profile of the service under load (py-spy)",

@@ -31,7 +31,7 @@ def frame_writer(folder: Path, num_classes: int) -> Callable[[int, str], Path]:
     """Prebuilt Generate frames, one file per (images, encoding), written once."""
 
     def frame(images: int, encoding: str) -> Path:
-        path = folder / f"cvae-{images}-{encoding.lower()}.bin"
+        path = folder / f"cvae-{images}-{encoding.lower()}-k{num_classes}.bin"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(frames.generate_frame(images, encoding, num_classes=num_classes))

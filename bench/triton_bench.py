@@ -30,7 +30,7 @@ def _frame_writer(env: TritonEnv, folder: Path, latent_dim: int) -> Callable[[in
     def frame(images: int, encoding: str) -> Path:
         if encoding != "UINT8":
             raise ValueError("Triton returns the tensor only; there is no PNG encoding to ask for")
-        path = folder / f"triton-{images}.bin"
+        path = folder / f"triton-{images}-z{latent_dim}.bin"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             _in_env(env, "frame", "--images", str(images), "--latent-dim", str(latent_dim),
