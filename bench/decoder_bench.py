@@ -16,12 +16,20 @@ _LOGGER = logging.getLogger(__name__)
 FLOOR_BATCHES = (1, 32, 256, 1024)
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when inside it (docs stay machine-neutral)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def describe_model(model: ModelUnderTest) -> dict[str, Any]:
     cost = flops.count_file(model.onnx_path)
     return {
         "name": model.name,
         "version": model.version,
-        "onnx": str(model.onnx_path),
+        "onnx": _shown(model.onnx_path),
         "onnx_sha256": hashlib.sha256(model.onnx_path.read_bytes()).hexdigest(),
         "latent_dim": model.latent_dim,
         "image_shape": list(model.image_shape),

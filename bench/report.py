@@ -232,9 +232,19 @@ def _header(results: dict[str, Any]) -> str:
     ]
     if results["quick"]:
         lines += ["> **Quick smoke run (`--quick`)**: too short for the numbers to mean much.", ""]
+    machine = results["machine"]
+    busy = machine["load_average_at_start"][0]
+    if busy > 0.5 * (machine["usable_cores"] or 1):
+        lines += [
+            f"> **The machine was busy** (load average {busy:.1f} on {machine['usable_cores']} "
+            "cores when the run started): every number below is depressed and noisy; rerun "
+            "`make bench` on a quiet machine before drawing conclusions.",
+            "",
+        ]
     lines += [
         _machine(results),
-        f"- Model: {model['name']} version {model['version']}, {model['macs_per_image']:,} MACs = "
+        f"- Model: {model['name']} version {model['version']} (`{model.get('onnx', '?')}`, sha256 "
+        f"{str(model.get('onnx_sha256', '?'))[:12]}…), {model['macs_per_image']:,} MACs = "
         f"{model['flops_per_image'] / 1e6:.1f} MFLOP per image "
         "(Conv/ConvTranspose/Gemm/MatMul of the ONNX graph)",
     ]
