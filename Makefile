@@ -47,10 +47,17 @@ fmt: $(VENV)/.dev  ## format the code
 proto: $(VENV)/.dev  ## regenerate the gRPC stubs from protos/
 	$(BIN)/python -m cvae.protogen
 
+# Reproduces the shipped models/cvae-mnist/1 (and docs/model-card.md, docs/images/samples.png).
 model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	$(BIN)/cvae train --out runs/default
 	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval
-	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository $(MODEL_REPOSITORY)
+	rm -rf runs/default/repository
+	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository runs/default/repository --version 1
+	rm -rf $(MODEL_REPOSITORY)/cvae-mnist/1
+	mkdir -p $(MODEL_REPOSITORY)/cvae-mnist docs/images
+	cp -r runs/default/repository/cvae-mnist/1 $(MODEL_REPOSITORY)/cvae-mnist/1
+	cp runs/default/eval/samples.png docs/images/samples.png
+	sed 's|(samples.png)|(images/samples.png)|' runs/default/eval/model_card.md > docs/model-card.md
 
 # The bench adds py-spy; h2load comes from Debian (nghttp2-client), Triton's venv from the bench.
 $(VENV)/.bench: $(VENV)/.dev

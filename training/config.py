@@ -82,6 +82,10 @@ class TrainConfig:
     # nats per latent dimension below which KL is not penalised (0: plain ELBO)
     grad_clip: float = 0.0
     # max gradient norm (0: no clipping)
+    label_guidance: float = 0.0
+    # weight of the auxiliary-classifier loss on decoded prior samples (0: off)
+    label_guidance_warmup_epochs: float = 1.0
+    # that weight rises linearly from 0 over this many epochs
     seed: int = 0
     num_threads: int = 2
     # torch intra-op threads
@@ -101,6 +105,8 @@ class TrainConfig:
         _require(self.kl_warmup_epochs >= 0, "kl_warmup_epochs must be >= 0")
         _require(self.free_bits >= 0, "free_bits must be >= 0")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0")
+        _require(self.label_guidance >= 0, "label_guidance must be >= 0")
+        _require(self.label_guidance_warmup_epochs >= 0, "label_guidance_warmup_epochs: >= 0")
         _require(self.num_threads > 0, "num_threads must be positive")
         _require(self.train_subset >= 0 and self.valid_subset >= 0, "subsets must be >= 0")
 
@@ -198,13 +204,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             dest=f"cfg_{name}",
             type=_parser_for(hint),
             default=argparse.SUPPRESS,
-            metavar=name.split("_")[-1].upper() if origin_is_tuple(hint) else None,
+            metavar=name.upper(),
             help=f"(default: {shown})",
         )
-
-
-def origin_is_tuple(hint: Any) -> bool:
-    return typing.get_origin(hint) is tuple
 
 
 def apply_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) per latent dimension, (N, latent), in nats; always >= 0."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    # expm1 keeps exp(v) - 1 - v accurate near v = 0; the clamp removes rounding below zero.
+    return (0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar)).clamp_min(0.0)
 
 
 def negative_elbo(

@@ -84,18 +84,18 @@ def test_exported_model_runs_and_matches_the_checkpoint(repository: Path, checkp
     assert np.abs(image - expected).max() <= 1e-5
 
 
-def test_versions_count_up_and_are_never_overwritten(tmp_path: Path, checkpoint: Path) -> None:
-    first = export_checkpoint(checkpoint, tmp_path, name="m")
-    second = export_checkpoint(checkpoint, tmp_path, name="m")
-    assert (first.name, second.name) == ("1", "2")
-    before = (first / "model.json").read_bytes()
+def test_existing_version_is_never_overwritten(repository: Path, checkpoint: Path) -> None:
+    before = {path.name: path.read_bytes() for path in (repository / "small" / "1").iterdir()}
     with pytest.raises(RepositoryError, match="already exists"):
-        export_checkpoint(checkpoint, tmp_path, name="m", version=1)
-    assert (first / "model.json").read_bytes() == before
-    seventh = export_checkpoint(checkpoint, tmp_path, name="m", version=7)
-    assert export_checkpoint(checkpoint, tmp_path, name="m").name == "8"
-    assert seventh.name == "7"
-    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["1", "2", "7", "8"]
+        export_checkpoint(checkpoint, repository, name="small", version=1)
+    after = {path.name: path.read_bytes() for path in (repository / "small" / "1").iterdir()}
+    assert after == before
+
+
+def test_next_export_takes_the_next_version(tmp_path: Path, checkpoint: Path) -> None:
+    (tmp_path / "m" / "4").mkdir(parents=True)
+    assert export_checkpoint(checkpoint, tmp_path, name="m").name == "5"
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["4", "5"]
 
 
 def test_metrics_of_another_checkpoint_are_refused(tmp_path: Path, checkpoint: Path) -> None:

@@ -44,6 +44,21 @@ def test_published_version_holds_both_files(tmp_path: Path) -> None:
     assert (folder.stat().st_mode & 0o777) == 0o755
 
 
+def test_versions_count_up_from_what_is_on_disk(tmp_path: Path) -> None:
+    assert publish_version(tmp_path, "m", None, _writer()).name == "1"
+    assert publish_version(tmp_path, "m", None, _writer()).name == "2"
+    assert publish_version(tmp_path, "m", 7, _writer()).name == "7"
+    assert publish_version(tmp_path, "m", None, _writer()).name == "8"
+
+
+def test_existing_version_is_refused_and_kept(tmp_path: Path) -> None:
+    folder = publish_version(tmp_path, "m", None, _writer(b"first"))
+    with pytest.raises(RepositoryError, match="already exists"):
+        publish_version(tmp_path, "m", 1, _writer(b"second"))
+    assert (folder / "model.onnx").read_bytes() == b"first"
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["1"]
+
+
 @pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "-dash"])
 def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(RepositoryError, match="model name"):

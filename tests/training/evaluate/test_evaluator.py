@@ -1,0 +1,143 @@
+"""`cvae evaluate` end to end on a small checkpoint and on its exported ONNX version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cvae.cli import main
+from export.exporter import export_checkpoint
+from tests.training.evaluate.conftest import SMALL_CLASSIFIER
+from training.evaluate.evaluator import (
+    EvaluationError,
+    EvaluationSettings,
+    evaluate_checkpoint,
+    evaluate_onnx,
+)
+from training.evaluate.onnx_model import ModelFolderError
+
+
+@pytest.fixture(scope="module")
+def settings(classifier_cache_dir: Path, small_classifier: object) -> EvaluationSettings:
+    """Few samples, a small classifier (accepted at its own level), a short bound."""
+    return EvaluationSettings(
+        samples_per_label=20,
+        iw_samples=16,
+        iw_images=10,
+        grid_columns=5,
+        min_classifier_accuracy=0.8,
+        classifier=SMALL_CLASSIFIER,
+        cache_dir=classifier_cache_dir,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(
+    tmp_path_factory: pytest.TempPathFactory, small_checkpoint: Path, settings: EvaluationSettings
+) -> Path:
+    out = tmp_path_factory.mktemp("eval")
+    evaluate_checkpoint(small_checkpoint, out, settings)
+    return out
+
+
+def test_writes_metrics_card_and_grid(evaluated: Path, small_checkpoint: Path) -> None:
+    assert sorted(path.name for path in evaluated.iterdir()) == [
+        "metrics.json",
+        "model_card.json",
+        "model_card.md",
+        "samples.png",
+    ]
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert 0.0 <= metrics["label_accuracy"] <= 1.0
+    assert set(metrics["label_accuracy_per_label"]) == {str(digit) for digit in range(10)}
+    assert metrics["label_accuracy_worst"] == min(metrics["label_accuracy_per_label"].values())
+    assert metrics["frechet_ratio"] == pytest.approx(
+        metrics["frechet_distance"] / metrics["frechet_floor"]
+    )
+    assert metrics["test_images"] == 10_000
+    assert metrics["test_negative_elbo"] == pytest.approx(
+        metrics["test_reconstruction"] + metrics["test_kl"]
+    )
+    assert (metrics["iw_samples"], metrics["iw_images"]) == (16, 10)
+    assert metrics["training_config"]["model"]["latent_dim"] == 4
+    assert metrics["model"]["sha256"] == metrics["checkpoint_sha256"]
+
+
+def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
+    card = json.loads((evaluated / "model_card.json").read_text())
+    bars = {bar["metric"]: bar for bar in card["quality_bars"]}
+    assert set(bars) == {
+        "label_accuracy",
+        "label_accuracy_worst",
+        "frechet_ratio",
+        "test_negative_elbo",
+    }
+    assert bars["test_negative_elbo"]["met"] is False  # an untrained model is far from 90 nats
+    markdown = (evaluated / "model_card.md").read_text()
+    assert "![prior samples, one row per label](samples.png)" in markdown
+    assert "first 10 test images" in markdown
+    with Image.open(evaluated / "samples.png") as grid:
+        assert grid.format == "PNG"
+        assert grid.height == (10 * 30 + 2) * 2  # ten rows of 28 px tiles, 2 px gutters, scale 2
+
+
+def test_evaluation_is_reproducible(
+    evaluated: Path, small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
+) -> None:
+    again = evaluate_checkpoint(small_checkpoint, tmp_path, settings)
+    first = json.loads((evaluated / "metrics.json").read_text())
+    for key in ("label_accuracy", "frechet_distance", "test_negative_elbo"):
+        assert again[key] == first[key], key
+    assert again["iw_negative_log_likelihood"] == pytest.approx(first["iw_negative_log_likelihood"])
+    assert (tmp_path / "samples.png").read_bytes() == (evaluated / "samples.png").read_bytes()
+
+
+def test_onnx_version_scores_like_its_checkpoint(
+    evaluated: Path, small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
+) -> None:
+    folder = export_checkpoint(small_checkpoint, tmp_path / "models", name="small")
+    metrics = evaluate_onnx(folder, tmp_path / "eval", settings)
+    from_checkpoint = json.loads((evaluated / "metrics.json").read_text())
+    assert metrics["model"]["kind"] == "onnx"
+    assert metrics["label_accuracy"] == pytest.approx(from_checkpoint["label_accuracy"], abs=0.01)
+    assert metrics["frechet_distance"] == pytest.approx(
+        from_checkpoint["frechet_distance"], rel=1e-3
+    )
+    assert "test_negative_elbo" not in metrics
+
+
+def test_onnx_folder_with_a_wrong_hash_is_refused(
+    small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
+) -> None:
+    folder = export_checkpoint(small_checkpoint, tmp_path / "models", name="small")
+    description = json.loads((folder / "model.json").read_text())
+    description["onnx_sha256"] = "0" * 64
+    (folder / "model.json").write_text(json.dumps(description))
+    with pytest.raises(ModelFolderError, match="hashes to"):
+        evaluate_onnx(folder, tmp_path / "eval", settings)
+
+
+def test_weak_classifier_is_refused(
+    small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
+) -> None:
+    strict = EvaluationSettings(**{**settings.__dict__, "min_classifier_accuracy": 0.999})
+    with pytest.raises(EvaluationError, match="classifier"):
+        evaluate_checkpoint(small_checkpoint, tmp_path, strict)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_reports_a_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["evaluate", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "eval")])
+
+
+def test_cli_needs_a_checkpoint_or_an_onnx_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--out", str(tmp_path)])
+    assert "checkpoint" in capsys.readouterr().err

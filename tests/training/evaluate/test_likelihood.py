@@ -1,0 +1,54 @@
+"""The test −ELBO and the importance-weighted bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import MnistSplits
+from training.evaluate.likelihood import importance_weighted_nll, negative_elbo
+from training.loss import kl_per_dim
+from training.model import CVAE
+
+
+def test_negative_elbo_is_reconstruction_plus_kl(small_cvae: CVAE, mnist: MnistSplits) -> None:
+    images, labels = mnist.test[0][:300], mnist.test[1][:300]
+    scores = negative_elbo(small_cvae, images, labels, batch_size=128, progress=False)
+    assert scores["negative_elbo"] == pytest.approx(scores["reconstruction"] + scores["kl"])
+    with torch.no_grad():
+        mu, logvar = small_cvae.encoder(
+            torch.from_numpy(images).reshape(-1, 1, 28, 28), torch.from_numpy(labels)
+        )
+    expected_kl = float(kl_per_dim(mu, logvar).sum(dim=1).mean())
+    assert scores["kl"] == pytest.approx(expected_kl, rel=1e-5)
+    # an untrained decoder outputs about 0.5 everywhere: about 784·log 2 = 543 nats of BCE
+    assert 400 < scores["reconstruction"] < 700
+
+
+def test_negative_elbo_is_seeded(small_cvae: CVAE, mnist: MnistSplits) -> None:
+    images, labels = mnist.test[0][:100], mnist.test[1][:100]
+    first = negative_elbo(small_cvae, images, labels, seed=3, progress=False)
+    assert negative_elbo(small_cvae, images, labels, seed=3, progress=False) == first
+
+
+def test_one_sample_bound_estimates_the_elbo(small_cvae: CVAE, mnist: MnistSplits) -> None:
+    images, labels = mnist.test[0][:200], mnist.test[1][:200]
+    elbo = negative_elbo(small_cvae, images, labels, progress=False)["negative_elbo"]
+    one_sample = importance_weighted_nll(small_cvae, images, labels, samples=1, progress=False)
+    assert one_sample == pytest.approx(elbo, rel=0.01)
+
+
+def test_more_samples_tighten_the_bound(small_cvae: CVAE, mnist: MnistSplits) -> None:
+    images, labels = mnist.test[0][:30], mnist.test[1][:30]
+    loose = importance_weighted_nll(small_cvae, images, labels, samples=1, progress=False)
+    tight = importance_weighted_nll(
+        small_cvae, images, labels, samples=200, decode_batch=64, progress=False
+    )
+    assert tight < loose
+    assert np.isfinite(tight)
+
+
+def test_bound_refuses_zero_samples(small_cvae: CVAE, mnist: MnistSplits) -> None:
+    with pytest.raises(ValueError):
+        importance_weighted_nll(small_cvae, mnist.test[0][:2], mnist.test[1][:2], samples=0)

@@ -1,0 +1,265 @@
+"""The training loop: seeded, resumable, validated every epoch, best and last checkpoints.
+
+It knows the model only through its interface: `model(x, label) -> (logits, mu, logvar)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import load_mnist
+from training.label_guidance import LabelGuidance
+from training.loss import negative_elbo
+from training.model import CVAE
+from training.plots import save_loss_curve, save_sample_grid
+
+_LOGGER = logging.getLogger(__name__)
+
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+METRICS_FILE = "metrics.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+SAMPLES_FILE = "samples.png"
+_VALID_BATCH = 1000
+
+
+@dataclass
+class _Tensors:
+    images: torch.Tensor  # (N, 1, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+
+
+def _as_tensors(
+    split: tuple[np.ndarray, np.ndarray], subset: int, shape: tuple[int, int]
+) -> _Tensors:
+    images, labels = split
+    if subset:
+        images, labels = images[:subset], labels[:subset]
+    return _Tensors(
+        torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, *shape),
+        torch.from_numpy(np.ascontiguousarray(labels)),
+    )
+
+
+class _Schedules:
+    """Learning rate (per step, via torch's schedulers) and KL weight (per step, linear warm-up)."""
+
+    def __init__(self, config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+        total = config.epochs * steps_per_epoch
+        self.warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler
+        if config.lr_schedule == "onecycle":
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=config.lr, total_steps=total, pct_start=0.15
+            )
+        elif config.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+        self.guidance_warmup_steps = config.label_guidance_warmup_epochs * steps_per_epoch
+        self.guidance = config.label_guidance
+
+    def kl_weight(self, step: int) -> float:
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
+
+    def guidance_weight(self, step: int) -> float:
+        if self.guidance_warmup_steps <= 0:
+            return self.guidance
+        return self.guidance * min(1.0, step / self.guidance_warmup_steps)
+
+
+@torch.no_grad()
+def evaluate_elbo(model: CVAE, data: _Tensors, seed: int = 0) -> dict[str, float]:
+    """Mean negative ELBO (KL weight 1), recon and KL in nats per image; one z per image."""
+    was_training = model.training
+    model.eval()
+    totals = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(data.labels), _VALID_BATCH):
+            x = data.images[start : start + _VALID_BATCH]
+            label = data.labels[start : start + _VALID_BATCH]
+            logits, mu, logvar = model(x, label)
+            loss, recon, kl = negative_elbo(logits, x, mu, logvar)
+            for key, value in (("neg_elbo", loss), ("recon", recon), ("kl", kl)):
+                totals[key] += float(value) * len(label)
+    model.train(was_training)
+    return {key: value / len(data.labels) for key, value in totals.items()}
+
+
+class Trainer:
+    """Runs `config` into `out_dir`: checkpoints, metrics.json, loss curve and sample grid."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        splits = load_mnist(config.data_source)
+        shape = config.model.image_shape
+        self.train_data = _as_tensors(splits.train, config.train_subset, shape)
+        self.valid_data = _as_tensors(splits.valid, config.valid_subset, shape)
+        self.model = CVAE(config.model)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.steps_per_epoch = math.ceil(len(self.train_data.labels) / config.batch_size)
+        self.schedules = _Schedules(config, self.optimizer, self.steps_per_epoch)
+        self.guidance = (
+            LabelGuidance(config.model.num_classes, config.model.image_shape, config.lr)
+            if config.label_guidance > 0
+            else None
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, float]] = []
+        self.best_valid = math.inf
+        self.train_seconds = 0.0
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, progress: bool = True) -> Trainer:
+        """Continue the run saved in `out_dir/last.pt` exactly where it stopped."""
+        model, config, extra = load_checkpoint(Path(out_dir) / LAST_CHECKPOINT)
+        trainer = cls(config, out_dir, progress)
+        trainer.model.load_state_dict(model.state_dict())
+        trainer.optimizer.load_state_dict(extra["optimizer"])
+        trainer.schedules.scheduler.load_state_dict(extra["scheduler"])
+        trainer.epoch = int(extra["epoch"])
+        trainer.history = list(extra["history"])
+        trainer.best_valid = float(extra["best_valid_neg_elbo"])
+        trainer.train_seconds = float(extra["train_seconds"])
+        torch.set_rng_state(extra["torch_rng_state"])
+        if trainer.guidance is not None:
+            trainer.guidance.load_state_dict(extra["guidance"])
+        _LOGGER.info("resuming %s after epoch %d of %d", out_dir, trainer.epoch, config.epochs)
+        return trainer
+
+    def run(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
+        """Train to the configured epochs (or stop early, resumable, after `stop_after_epoch`)."""
+        self.model.train()
+        last_epoch = self.config.epochs if stop_after_epoch is None else stop_after_epoch
+        while self.epoch < min(last_epoch, self.config.epochs):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            train_stats = self._train_one_epoch()
+            seconds = time.perf_counter() - started
+            train_stats["cpu_seconds"] = time.process_time() - cpu_started
+            self.train_seconds += seconds
+            valid_stats = evaluate_elbo(self.model, self.valid_data, seed=self.config.seed)
+            self.epoch += 1
+            row = {"epoch": self.epoch, "seconds": seconds, **train_stats}
+            row.update({f"valid_{key}": value for key, value in valid_stats.items()})
+            self.history.append(row)
+            _LOGGER.info(
+                "epoch %d/%d  train %.2f  valid -ELBO %.2f (recon %.2f, KL %.2f)  %.1f s",
+                self.epoch, self.config.epochs, train_stats["loss"], valid_stats["neg_elbo"],
+                valid_stats["recon"], valid_stats["kl"], seconds,
+            )  # fmt: skip
+            if valid_stats["neg_elbo"] < self.best_valid:
+                self.best_valid = valid_stats["neg_elbo"]
+                save_checkpoint(self.out_dir / BEST_CHECKPOINT, self.model, self.config, dict(row))
+            self._save_last()
+        return self._write_reports()
+
+    def _train_one_epoch(self) -> dict[str, float]:
+        config = self.config
+        order = torch.randperm(
+            len(self.train_data.labels),
+            generator=torch.Generator().manual_seed(config.seed * 100_003 + self.epoch),
+        )
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "guidance": 0.0}
+        count = 0
+        bar = tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {self.epoch + 1}/{config.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch_index in bar:
+            index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+            x, label = self.train_data.images[index], self.train_data.labels[index]
+            step = self.epoch * self.steps_per_epoch + batch_index
+            logits, mu, logvar = self.model(x, label)
+            loss, recon, kl = negative_elbo(
+                logits, x, mu, logvar, self.schedules.kl_weight(step), config.free_bits
+            )
+            guidance = self._guidance_loss(x, label)
+            loss = loss + self.schedules.guidance_weight(step) * guidance
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.schedules.scheduler.step()
+            for key, value in (
+                ("loss", loss),
+                ("recon", recon),
+                ("kl", kl),
+                ("guidance", guidance),
+            ):
+                sums[key] += float(value.detach()) * len(label)
+            count += len(label)
+            if batch_index % 20 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", kl=f"{sums['kl'] / count:.2f}")
+        stats = {key: value / count for key, value in sums.items()}
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        stats["kl_weight"] = self.schedules.kl_weight(step)
+        return stats
+
+    def _guidance_loss(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Fit the guidance classifier on the real batch, then score as many prior samples."""
+        if self.guidance is None:
+            return torch.zeros(())
+        self.guidance.fit_step(x, label)
+        z = torch.randn(len(label), self.config.model.latent_dim)  # (B, latent)
+        wanted = torch.randint(self.config.model.num_classes, (len(label),))
+        return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted)
+
+    def _save_last(self) -> None:
+        save_checkpoint(
+            self.out_dir / LAST_CHECKPOINT,
+            self.model,
+            self.config,
+            {
+                "epoch": self.epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedules.scheduler.state_dict(),
+                "history": self.history,
+                "best_valid_neg_elbo": self.best_valid,
+                "train_seconds": self.train_seconds,
+                "torch_rng_state": torch.get_rng_state(),
+                **({"guidance": self.guidance.state_dict()} if self.guidance else {}),
+            },
+        )
+
+    def _write_reports(self) -> dict[str, Any]:
+        best_model, _, best_extra = load_checkpoint(self.out_dir / BEST_CHECKPOINT)
+        metrics = {
+            "best_epoch": best_extra["epoch"],
+            "best_valid_neg_elbo": self.best_valid,
+            "train_seconds": self.train_seconds,
+            "seconds_per_epoch": self.train_seconds / max(1, len(self.history)),
+            "train_cpu_seconds": sum(row["cpu_seconds"] for row in self.history),
+            "num_threads": self.config.num_threads,
+            "history": self.history,
+        }
+        (self.out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        save_loss_curve(self.history, self.out_dir / LOSS_CURVE_FILE)
+        save_sample_grid(best_model, self.out_dir / SAMPLES_FILE, seed=self.config.seed)
+        _LOGGER.info(
+            "best valid -ELBO %.2f at epoch %d; %.0f s of training; wrote %s",
+            self.best_valid, metrics["best_epoch"], self.train_seconds, self.out_dir,
+        )  # fmt: skip
+        return metrics
