@@ -10,7 +10,9 @@ Policy, per event loop:
 - requests larger than `max_batch` are split into pieces; a request's pieces are never merged
   with another version's; pieces whose caller's deadline has passed, or who went away, are
   dropped instead of computed;
-- at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`).
+- at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`);
+  so is a request whose deadline would pass while the work already queued ahead of it runs
+  (estimated from recent decoder calls), instead of being accepted only to expire.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.errors import DeadlineExpired, Overloaded, ServiceError
 from service.runtime import ModelRuntime
 
 _LOGGER = logging.getLogger(__name__)
+_SMOOTHING = 0.2  # weight of the newest batch in the seconds-per-image average
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class DynamicBatcher:
         self._queue: collections.deque[_Piece] = collections.deque()
         self._queued_images = 0
         self._running = 0
+        self._seconds_per_image: float | None = None  # moving average of recent batches
         self._timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._executor = ThreadPoolExecutor(
@@ -132,6 +136,13 @@ class DynamicBatcher:
             await self._room.wait()
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if deadline is not None and self._queued_images and self._seconds_per_image is not None:
+            ahead = self._queued_images * self._seconds_per_image / self._policy.concurrency
+            if now + ahead > deadline:
+                raise Overloaded(
+                    f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
+                    f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
+                )
         step = self._policy.max_batch
         futures = []
         for start in range(0, count, step):
@@ -236,6 +247,11 @@ class DynamicBatcher:
                     piece.future.set_exception(failure)
         else:
             self._metrics.observe_batch(len(images), seconds)
+            per_image = seconds / max(len(images), 1)
+            previous = self._seconds_per_image
+            self._seconds_per_image = (
+                per_image if previous is None else previous + _SMOOTHING * (per_image - previous)
+            )
             offset = 0
             for piece in batch:
                 size = len(piece.labels)

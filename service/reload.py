@@ -116,10 +116,13 @@ class ModelReloader:
     def _install(self, runtime: ModelRuntime) -> None:
         dropped = self._registry.add(runtime)
         self._metrics.model_loaded(runtime.name, runtime.version)
+        newest = self._registry.newest
         _LOGGER.info(
-            "serving %s version %s (loaded: %s)",
+            "loaded %s version %s in %.3f s; serving version %s (loaded: %s)",
             runtime.name,
             runtime.version,
+            runtime.load_seconds,
+            newest.version if newest is not None else "none",
             ", ".join(self._registry.versions),
         )
         for old in dropped:

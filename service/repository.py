@@ -17,6 +17,7 @@ from service.errors import ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 _HASH_BLOCK_BYTES = 1 << 20
+_FORMAT = "cvae-model/1"  # the model.json layout this server reads
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ def _spec_from_document(document: dict[str, Any], json_path: Path, onnx_path: Pa
             raise ModelLoadError(f"{json_path}: {key!r} has the wrong type ({value!r})")
         return value
 
+    layout = document.get("format", _FORMAT)
+    if layout != _FORMAT:
+        raise ModelLoadError(f"{json_path}: format {layout!r}; this server reads {_FORMAT!r}")
     latent_dim = need("latent_dim", int)
     num_classes = need("num_classes", int)
     image_shape = need("image_shape", list)

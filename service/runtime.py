@@ -69,7 +69,7 @@ def load_runtime(folder: Path, options: RuntimeOptions) -> ModelRuntime:
     runtime = ModelRuntime(spec, session)
     _warm_up(runtime)
     runtime.load_seconds = time.perf_counter() - started
-    _LOGGER.info("loaded %s version %s in %.3f s", spec.name, spec.version, runtime.load_seconds)
+    _LOGGER.debug("loaded %s version %s in %.3f s", spec.name, spec.version, runtime.load_seconds)
     return runtime
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,8 @@ from service.settings import ServiceSettings
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1.Generator"
 _HEALTH_NAMES = ("", SERVICE_NAME)
+_INT32_MAX = 2**31 - 1  # gRPC's "infinite" for millisecond options
+_SETTLE_S = 0.25  # on stop: accept this long after NOT_SERVING, and wait this long for no calls
 
 
 class StartupError(Exception):
@@ -64,7 +67,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+            # An aged connection takes no new calls, but a long stream on it runs to its end.
+            ("grpc.max_connection_age_grace_ms", _INT32_MAX),
         ]
     return options
 
@@ -117,6 +121,11 @@ class GenerationServer:
 
     async def start(self) -> None:
         """Open the ports and load the model; health turns SERVING when it is warm."""
+        await self.open()
+        await self.load()
+
+    async def open(self) -> None:
+        """Check the repository exists, then listen: health says NOT_SERVING until `load`."""
         settings = self.settings
         self.repository.newest()  # a missing or empty repository fails before any port opens
         credentials = server_credentials(settings)
@@ -143,14 +152,20 @@ class GenerationServer:
         if settings.metrics_port:
             try:
                 self._metrics_http = serve_metrics(
-                    self.metrics, settings.host, settings.metrics_port
+                    self.metrics, settings.host.strip("[]"), settings.metrics_port
                 )
             except OSError as error:
                 raise StartupError(
                     f"--metrics-port {settings.metrics_port}: cannot listen ({error})"
                 ) from None
         await self.server.start()
+
+    async def load(self) -> None:
+        """Load and warm up the newest version, then turn health SERVING."""
+        settings = self.settings
         runtime = await self.reloader.load_initial()
+        gc.collect()
+        gc.freeze()  # what start-up built lives forever: keep it out of every later collection
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         _LOGGER.info(
@@ -182,20 +197,34 @@ class GenerationServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await self.health.enter_graceful_shutdown()
+        # Calls that reached the socket before the signal may still wait for this event loop to
+        # hand them to a handler, and grpc.aio cancels such calls when it stops accepting: so
+        # keep accepting a moment longer (clients watching health have gone by then).
+        await asyncio.sleep(min(_SETTLE_S, self.settings.grace_period))
         await self._drain(self.settings.grace_period)
         _LOGGER.info("stopped")
 
     async def _drain(self, grace: float) -> None:
-        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest."""
+        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest.
+
+        Calls gRPC accepted before the stop reach their handlers some loop turns later (much
+        later on a busy machine), so no call may be in flight for `_SETTLE_S` before the rest
+        is cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         stopping = asyncio.ensure_future(self.server.stop(grace))
-        await asyncio.sleep(0.01)  # calls gRPC had already received reach their handlers
         in_flight = self._servicer.in_flight if self._servicer is not None else None
-        if in_flight is not None and in_flight.count:
+        while in_flight is not None and loop.time() < deadline:
+            await asyncio.sleep(min(_SETTLE_S, deadline - loop.time()))
+            if not in_flight.count:
+                break
             _LOGGER.info("finishing %d calls in flight", in_flight.count)
             try:
-                await asyncio.wait_for(in_flight.wait_idle(), timeout=grace)
+                await asyncio.wait_for(in_flight.wait_idle(), timeout=deadline - loop.time())
             except TimeoutError:
                 _LOGGER.warning("grace period over: cancelling %d calls", in_flight.count)
+                break
         await self.server.stop(0)  # health watchers and reflection streams end here
         await stopping
 

@@ -17,7 +17,7 @@ import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec
-from service.errors import ServiceError
+from service.errors import DeadlineExpired, ServiceError
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -83,10 +83,11 @@ class GeneratorServicer:
 
     async def Generate(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         async with _Call(self._metrics, self.in_flight, "Generate", context):
+            deadline = _deadline_of(context)
             request = codec.parse(pb.GenerateRequest, data)
             runtime = self._registry.resolve(request.model_version)
             job = codec.decode_generate(request, runtime.spec, self._limits.max_images_per_request)
-            result = await self._generator.generate(runtime, job, _deadline_of(context))
+            result = await self._generator.generate(runtime, job, deadline)
             response = await _encode(result, job)
             self._metrics.count_images(len(job.labels))
             return response
@@ -94,6 +95,7 @@ class GeneratorServicer:
 
     async def GenerateStream(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
         async with _Call(self._metrics, self.in_flight, "GenerateStream", context):
+            deadline = _deadline_of(context)
             request = codec.parse(pb.GenerateRequest, data)
             runtime = self._registry.resolve(request.model_version)
             limits = self._limits
@@ -104,7 +106,7 @@ class GeneratorServicer:
                 limits.stream_chunk_size,
                 limits.max_images_per_request,
             )
-            chunks = self._generator.stream(runtime, job, _deadline_of(context))
+            chunks = self._generator.stream(runtime, job, deadline)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     await context.write(await _encode(chunk, job))
@@ -172,30 +174,35 @@ class _Call:
         try:
             if error is None:
                 return False
-            if isinstance(error, ServiceError):
-                code = error.code.name
-                await self._context.abort(error.code, str(error))
             if isinstance(error, asyncio.CancelledError):
                 code = "CANCELLED"
                 return False
-            if isinstance(error, grpc.aio.AbortError | grpc.aio.UsageError):
-                code = "ABORTED_BY_GRPC"
-                return False
+            if isinstance(error, ServiceError):
+                code = error.code.name
+                await self._abort(error.code, str(error))
             code = "INTERNAL"
             _LOGGER.error("%s failed", self._method, exc_info=error)
-            await self._context.abort(
+            await self._abort(
                 grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
             )
-            return False  # not reached: abort raises
+            return False  # not reached: _abort raises
         finally:
             self._in_flight.leave()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
 
+    async def _abort(self, code: grpc.StatusCode, details: str) -> None:
+        if self._context.done():  # deadline passed or caller gone: gRPC has already answered
+            raise asyncio.CancelledError
+        await self._context.abort(code, details)
+
 
 def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline in loop time; a call that arrives already late does no work."""
     remaining = context.time_remaining()
     if remaining is None:
         return None
+    if remaining <= 0:
+        raise DeadlineExpired("the deadline passed before the call was handled")
     return asyncio.get_running_loop().time() + remaining
 
 

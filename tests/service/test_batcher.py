@@ -191,3 +191,22 @@ def test_a_model_whose_rows_depend_on_the_batch_is_never_merged(shared_repo: Pat
 
     _, metrics = _with_batcher(BatchingPolicy(), body)
     assert metrics.batches == [1, 1, 1, 1]
+
+
+def test_a_deadline_shorter_than_the_queued_work_is_refused_at_once(
+    runtime: ModelRuntime,
+) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[Any]:
+        await batcher.run(runtime, *_inputs(8, 0))  # teaches the batcher the cost per image
+        loop = asyncio.get_running_loop()
+        running = batcher.run(runtime, *_inputs(1, 1))
+        queued = batcher.run(runtime, *_inputs(64, 2))
+        soon = batcher.run(runtime, *_inputs(1, 3), deadline=loop.time() + 1e-9)
+        later = batcher.run(runtime, *_inputs(1, 4), deadline=loop.time() + 60.0)
+        return await asyncio.gather(running, queued, soon, later, return_exceptions=True)
+
+    results, metrics = _with_batcher(BatchingPolicy(), body)
+    assert isinstance(results[2], Overloaded)
+    assert "of queued work is ahead and the deadline is" in str(results[2])
+    assert [len(r) for r in (results[0], results[1], results[3])] == [1, 64, 1]
+    assert metrics.expired == 0  # refused before queuing, not queued to expire

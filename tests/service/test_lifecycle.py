@@ -113,3 +113,20 @@ def test_sigterm_turns_health_not_serving_and_drains_accepted_work(tmp_path: Pat
         assert "stopped" in server.log()
     finally:
         server.stop()
+
+
+def test_connection_aging_never_cuts_a_running_stream(model_repo: Path) -> None:
+    args = ("--max-connection-age-s", "0.3", "--grace-period", "0.2")
+    with ServerProcess(model_repo, *args, metrics=False) as server:
+        chunks = 150  # 30 MB: far more than the transport buffers, so the reader sets the pace
+        request = pb.GenerateRequest(labels=[4] * (256 * chunks), chunk_size=256, omit_latents=True)
+        received = []
+        started = time.monotonic()
+        for chunk in server.stub.GenerateStream(request, timeout=60):
+            received.append(chunk.offset)
+            time.sleep(0.01)
+        assert received == [256 * i for i in range(chunks)]
+        assert time.monotonic() - started > 1.0  # outlived the connection age several times
+        for _ in range(5):  # later calls go over fresh connections
+            assert server.stub.Generate(pb.GenerateRequest(labels=[1]), timeout=30).images.data
+            time.sleep(0.1)

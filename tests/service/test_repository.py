@@ -91,3 +91,16 @@ def test_several_models_need_a_name(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"several models \(a, b\); pass --model-name"):
         ModelRepository(tmp_path).newest()
     assert ModelRepository(tmp_path, "b").newest().path == tmp_path / "b" / "1"
+
+
+@pytest.mark.parametrize(
+    ("layout", "problem"),
+    [("cvae-model/2", "format 'cvae-model/2'; this server reads 'cvae-model/1'"), (7, "format 7")],
+)
+def test_an_unknown_model_json_format_is_refused(tmp_path: Path, layout: str, problem: str) -> None:
+    folder = write_version(tmp_path, "1")
+    document = json.loads((folder / "model.json").read_text())
+    document["format"] = layout
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(ModelLoadError, match=problem):
+        read_spec(folder)

@@ -287,3 +287,14 @@ def test_garbage_bytes_are_invalid_argument(
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"request: not a valid {message_type} message" in raised.value.details()
     assert server.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_stream_with_given_latents_uses_them_chunk_by_chunk(server: ServerProcess) -> None:
+    labels = [i % 10 for i in range(50)]
+    seeded = server.stub.Generate(pb.GenerateRequest(labels=labels, seed=8), timeout=30)
+    request = pb.GenerateRequest(labels=labels, latents=seeded.latents, chunk_size=16)
+    chunks = list(server.stub.GenerateStream(request, timeout=30))
+    assert [len(c.labels) for c in chunks] == [16, 16, 16, 2]
+    assert b"".join(c.images.data for c in chunks) == seeded.images.data
+    assert b"".join(c.latents.data for c in chunks) == seeded.latents.data
+    assert not any(c.HasField("seed") for c in chunks)
