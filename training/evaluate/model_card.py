@@ -48,14 +48,14 @@ def card_json(metrics: dict[str, Any], grid_file: str) -> dict[str, Any]:
 
 
 def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def card_markdown(metrics: dict[str, Any], grid_file: str) -> str:
     """Markdown of the card; every number comes from `metrics`."""
     model = metrics["model"]
     lines = [
-        f"# Model card: {model.get('name', 'CVAE')} ({model['kind']})",
+        f"# Model card: {_title(model)}",
         "",
         f"Written by `cvae evaluate` at {metrics['created_at']} from `{model['path']}` "
         f"(sha256 `{model['sha256'][:16]}…`). Regenerate with the same command; it is seeded "
@@ -111,6 +111,12 @@ def card_markdown(metrics: dict[str, Any], grid_file: str) -> str:
             "```",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _title(model: dict[str, Any]) -> str:
+    if model["kind"] == "onnx":
+        return f"{model.get('name')} version {model.get('version')} (ONNX, onnxruntime)"
+    return f"CVAE checkpoint {model['path'].rsplit('/', 1)[-1]}"
 
 
 def _score_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
