@@ -22,7 +22,7 @@ from bench.triton_env import TritonEnv, TritonEnvError, ensure
 _LOGGER = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "cvae"
-STARTUP_TIMEOUT_S = 180
+STARTUP_TIMEOUT_S = 420  # PyTriton may take 5 min to load the model on a busy machine
 MAX_DELAY_US = 2000
 
 

@@ -13,6 +13,7 @@ import logging
 
 _LOGGER = logging.getLogger(__name__)
 MODEL_NAME = "cvae"
+_LOAD_TIMEOUT_S = 300.0
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,9 +36,14 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 def serve(argv: list[str] | None = None) -> None:
     import numpy as np
     import onnxruntime as ort
+    import pytriton.client.client as pytriton_client
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
+
+    # PyTriton loads the model with a 60 s HTTP timeout; the Python backend stub starting on a
+    # busy 2-core machine took longer (TimeoutError in load_model). Give it 5 minutes.
+    pytriton_client._DEFAULT_NETWORK_TIMEOUT_S = _LOAD_TIMEOUT_S  # type: ignore[attr-defined]
 
     args = _parse(argv)
     options = ort.SessionOptions()
