@@ -38,7 +38,7 @@ test: $(VENV)/.dev  ## run the whole test suite
 lint: $(VENV)/.dev  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cvae training export service
+	$(BIN)/mypy cvae training export service bench
 
 fmt: $(VENV)/.dev  ## format the code
 	$(BIN)/ruff check --fix .
@@ -59,8 +59,14 @@ model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	cp runs/default/eval/samples.png docs/images/samples.png
 	sed 's|(samples.png)|(images/samples.png)|' runs/default/eval/model_card.md > docs/model-card.md
 
-bench: $(VENV)/.dev  ## benchmarks (slow): writes docs/benchmarks.md
-	$(BIN)/python -m bench
+# The bench adds py-spy; h2load comes from Debian (nghttp2-client), Triton's venv from the bench.
+$(VENV)/.bench: $(VENV)/.dev
+	$(PIP) -e '.[bench]'
+	@touch $@
+
+bench: $(VENV)/.bench  ## benchmarks (~10 min; BENCH_ARGS=--quick for a smoke run): docs/benchmarks.md
+	@command -v h2load >/dev/null || { echo "make bench needs h2load: apt-get install -y nghttp2-client"; exit 2; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
 	$(BIN)/python -m pytest -q tests/soak --soak

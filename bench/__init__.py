@@ -1,0 +1,1 @@
+"""`make bench`: speed of the decoder, the gRPC service and NVIDIA Triton, measured in one run."""

@@ -1,0 +1,139 @@
+"""The floor: how fast onnxruntime decodes in process, with no server in the way."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from bench.model import ModelUnderTest
+from bench.stats import percentile
+
+_LOGGER = logging.getLogger(__name__)
+OPT_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class DecodeRate:
+    """One in-process measurement: a batch size under one session configuration."""
+
+    variant: str
+    batch: int
+    threads: int
+    opt_level: str
+    calls: int
+    seconds: float
+    images_per_s: float
+    call_p50_ms: float
+    gflops_per_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def session(
+    onnx_path: Path | bytes, *, threads: int, opt_level: str = "all"
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = OPT_LEVELS[opt_level]
+    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def time_calls(
+    call: Callable[[], object], *, min_seconds: float, min_calls: int = 5, warmup_calls: int = 3
+) -> tuple[int, float, list[float]]:
+    """Repeat `call` for at least `min_seconds` and `min_calls`: (calls, seconds, per-call s)."""
+    for _ in range(warmup_calls):
+        call()
+    durations = []
+    started = time.perf_counter()
+    while True:
+        before = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - before)
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds and len(durations) >= min_calls:
+            return len(durations), elapsed, durations
+
+
+def measure(
+    model: ModelUnderTest,
+    runtime: ort.InferenceSession,
+    batch: int,
+    *,
+    variant: str,
+    threads: int,
+    opt_level: str,
+    min_seconds: float,
+    flops_per_image: int | None,
+) -> DecodeRate:
+    feeds = model.inputs(batch)
+    outputs = [model.image_output]
+    calls, seconds, durations = time_calls(
+        lambda: runtime.run(outputs, feeds), min_seconds=min_seconds
+    )
+    images_per_s = calls * batch / seconds
+    result = DecodeRate(
+        variant=variant,
+        batch=batch,
+        threads=threads,
+        opt_level=opt_level,
+        calls=calls,
+        seconds=seconds,
+        images_per_s=images_per_s,
+        call_p50_ms=percentile(np.asarray(durations) * 1000, 50),
+        gflops_per_s=images_per_s * flops_per_image / 1e9 if flops_per_image else None,
+    )
+    _LOGGER.info(
+        "%s batch %d, %d threads, opt %s: %.0f images/s",
+        variant,
+        batch,
+        threads,
+        opt_level,
+        images_per_s,
+    )
+    return result
+
+
+def sweep(
+    model: ModelUnderTest,
+    configurations: Iterable[tuple[int, str, tuple[int, ...]]],
+    *,
+    min_seconds: float,
+    flops_per_image: int | None,
+    onnx_path: Path | None = None,
+    variant: str = "float32",
+) -> list[DecodeRate]:
+    """Measure each (threads, opt level, batch sizes); one session per configuration."""
+    results = []
+    for threads, opt_level, batches in configurations:
+        runtime = session(onnx_path or model.onnx_path, threads=threads, opt_level=opt_level)
+        for batch in batches:
+            results.append(
+                measure(
+                    model,
+                    runtime,
+                    batch,
+                    variant=variant,
+                    threads=threads,
+                    opt_level=opt_level,
+                    min_seconds=min_seconds,
+                    flops_per_image=flops_per_image,
+                )
+            )
+    return results

@@ -1,0 +1,155 @@
+"""Part 2 of the bench: the gRPC service end to end, per configuration and scenario."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import client_checks, frames, profile, scenarios
+from bench.grpccheck import CallCounter, cvae_counts
+from bench.model import ModelUnderTest
+from bench.scenarios import Scenario, Target, Timing
+from bench.servers import (
+    ServerProcess,
+    ServiceConfig,
+    cvae_service,
+    free_port,
+    grpc_serving,
+    running,
+)
+
+_LOGGER = logging.getLogger(__name__)
+STARTUP_TIMEOUT_S = 60
+
+
+def frame_writer(folder: Path, num_classes: int) -> Callable[[int, str], Path]:
+    """Prebuilt Generate frames, one file per (images, encoding), written once."""
+
+    def frame(images: int, encoding: str) -> Path:
+        path = folder / f"cvae-{images}-{encoding.lower()}-k{num_classes}.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(frames.generate_frame(images, encoding, num_classes=num_classes))
+        return path
+
+    return frame
+
+
+def run_config(
+    model: ModelUnderTest,
+    config: ServiceConfig,
+    plan: list[Scenario],
+    *,
+    timing: Timing,
+    work: Path,
+    stream_images: int = 0,
+    profile_seconds: float = 0.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Start `cvae serve` with `config`, run `plan` (and the stream and profile if asked)."""
+    slug = config.label().replace(" ", "").replace(",", "_").replace("≤", "").replace("/", "-")
+    server, port, metrics_port = cvae_service(model, config, work / "logs" / f"cvae-{slug}.log")
+    section: dict[str, Any] = {"config": config.label(), "rows": []}
+    started = time.monotonic()
+    try:
+        with running(server, grpc_serving(port), STARTUP_TIMEOUT_S):
+            section["seconds_to_serving"] = time.monotonic() - started
+            section["checks"] = [
+                client_checks.check_generate(port, images, encoding, model.image_shape)
+                for images, encoding in ((1, "UINT8"), (256, "UINT8"), (4, "PNG"))
+            ]
+            assert server.process is not None
+            pid = server.process.pid
+            target = Target(
+                server="cvae",
+                config=config.label(),
+                url=f"http://127.0.0.1:{port}{frames.GENERATE_PATH}",
+                frame=frame_writer(work / "frames", model.num_classes),
+                counter=CallCounter(
+                    f"http://127.0.0.1:{metrics_port}/metrics", cvae_counts("Generate")
+                ),
+            )
+            for scenario in plan:
+                progress(f"cvae {config.label()}: {scenario.describe()}")
+                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
+                row = scenarios.run(target, scenario, timing)
+                wall = time.monotonic() - wall_before
+                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
+                section["rows"].append(row)
+            section["rss_mib_after_load"] = profile.group_rss_mib(pid)
+            if stream_images:
+                progress(f"cvae {config.label()}: one stream of {stream_images} images")
+                section["stream"] = client_checks.stream(port, stream_images, model.image_shape)
+            if profile_seconds:
+                section["profiles"] = _profiles(target, pid, profile_seconds, work)
+    except Exception as error:  # one configuration failing must not lose the others' numbers
+        _LOGGER.exception("service configuration %s failed", config.label())
+        section["error"] = f"{type(error).__name__}: {error}"
+    return section
+
+
+def _profiles(target: Target, pid: int, seconds: float, work: Path) -> dict[str, Any]:
+    """py-spy under 64 concurrent single-image calls (every thread, then the GIL holder with
+    native frames), and under one call at a time."""
+    results = {}
+    for concurrency, mode, share in (
+        (64, "threads", 1.0),
+        (64, "gil-native", 0.5),
+        (1, "threads", 1.0),
+    ):
+        scenario = Scenario(f"profile-c{concurrency}", concurrency, 1)
+        length = max(2.0, seconds * share)
+        results[f"singles-c{concurrency}-{mode}"] = profile.record_under_load(
+            pid,
+            functools.partial(scenarios.run, target, scenario, Timing(length, 0.0)),
+            seconds=length,
+            out=work / "profiles" / f"cvae-singles-c{concurrency}-{mode}.txt",
+            mode=mode,
+        )
+    return results
+
+
+def run_grpc_floor(
+    model: ModelUnderTest,
+    plan: list[Scenario],
+    *,
+    timing: Timing,
+    work: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """The same scenarios against bench/echo_server.py: grpc.aio alone, no model, no codec."""
+    port = free_port()
+    config = "grpc.aio, canned response (no model)"
+    server = ServerProcess(
+        "echo server",
+        [sys.executable, "-m", "bench.echo_server", "--port", str(port)],
+        work / "logs" / "echo-server.log",
+    )
+    section: dict[str, Any] = {"config": config, "rows": []}
+    try:
+        with running(server, grpc_serving(port), STARTUP_TIMEOUT_S):
+            assert server.process is not None
+            pid = server.process.pid
+            target = Target(
+                server="grpc floor",
+                config=config,
+                url=f"http://127.0.0.1:{port}{frames.GENERATE_PATH}",
+                frame=frame_writer(work / "frames", model.num_classes),
+                counter=None,
+            )
+            for scenario in plan:
+                progress(f"grpc floor: {scenario.describe()}")
+                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
+                row = scenarios.run(target, scenario, timing)
+                wall = time.monotonic() - wall_before
+                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
+                section["rows"].append(row)
+    except Exception as error:  # the floor failing must not lose the rest
+        _LOGGER.exception("grpc floor failed")
+        section["error"] = f"{type(error).__name__}: {error}"
+    return section
