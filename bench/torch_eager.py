@@ -34,6 +34,7 @@ def measure(
         return {"skipped": f"no checkpoint at {checkpoint} (`make model` writes one)"}
     try:
         import torch
+
         from training.checkpoint import load_checkpoint
     except ImportError as error:
         return {"skipped": f"torch or training.checkpoint is not available: {error}"}
