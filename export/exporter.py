@@ -16,6 +16,7 @@ from export.onnx_decoder import (
     OPSET,
     OUTPUT_IMAGE,
     check_graph,
+    check_parity,
     export_decoder,
     opset_of,
 )
@@ -52,7 +53,8 @@ def read_metrics(path: Path | None, checkpoint: Path) -> dict[str, Any]:
             f"{path} scores a checkpoint with sha256 {recorded}, not {checkpoint}; "
             "evaluate this checkpoint first"
         )
-    return metrics
+    # the training config is model.json's own top-level key; do not repeat it inside metrics
+    return {key: value for key, value in metrics.items() if key != "training_config"}
 
 
 def describe(
@@ -130,6 +132,7 @@ def export_checkpoint(
             graph.metadata_props.add(key=key, value=value)
         check_graph(graph, latent_dim)
         onnx.save(graph, str(onnx_path))
+        check_parity(model.decoder, onnx_path, latent_dim, model.config.num_classes)
         description["onnx_sha256"] = sha256_of(onnx_path)
         return _ordered(description)
 

@@ -7,11 +7,15 @@ output carries the symbolic dimension "batch".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -22,6 +26,13 @@ INPUT_LATENT = "z"
 INPUT_LABEL = "label"
 OUTPUT_IMAGE = "image"
 BATCH_AXIS = "batch"
+PARITY_TOLERANCE = 1e-5  # max |onnxruntime - torch| accepted on any pixel
+# the exporter's helpers log every graph pass at INFO and absent torchvision ops as warnings
+_CHATTY_LOGGERS = {
+    "onnx_ir": logging.WARNING,
+    "onnxscript": logging.WARNING,
+    "torch.onnx": logging.ERROR,
+}
 
 
 class OnnxExportError(RuntimeError):
@@ -34,7 +45,7 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
     example = (torch.zeros(2, latent_dim), torch.zeros(2, dtype=torch.int64))
     batch = torch.export.Dim(BATCH_AXIS, min=1)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_exporter_logs():
             # torch 2.13's exporter warns about its own internals (pytree LeafSpec, axis names)
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
@@ -54,6 +65,18 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
         raise OnnxExportError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
     check_graph(onnx.load(str(path)), latent_dim)
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    previous = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    for name, level in _CHATTY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def check_graph(model: onnx.ModelProto, latent_dim: int) -> None:
@@ -83,6 +106,31 @@ def _signature(value: onnx.ValueInfoProto) -> tuple[int, list[int | str]]:
     tensor = value.type.tensor_type
     dims: list[int | str] = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
     return tensor.elem_type, dims
+
+
+def parity_error(
+    decoder: nn.Module, path: Path, latent_dim: int, num_classes: int, *, batch: int = 64
+) -> float:
+    """Max absolute difference between onnxruntime on `path` and the torch decoder."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((batch, latent_dim)).astype(np.float32)
+    labels = (np.arange(batch) % num_classes).astype(np.int64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (images,) = session.run([OUTPUT_IMAGE], {INPUT_LATENT: z, INPUT_LABEL: labels})
+    with torch.no_grad():
+        expected = decoder.eval()(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    if images.shape != expected.shape:
+        raise OnnxExportError(f"onnxruntime gives {images.shape}, torch gives {expected.shape}")
+    return float(np.abs(images - expected).max())
+
+
+def check_parity(decoder: nn.Module, path: Path, latent_dim: int, num_classes: int) -> None:
+    error = parity_error(decoder, path, latent_dim, num_classes)
+    if not error <= PARITY_TOLERANCE:
+        raise OnnxExportError(
+            f"the ONNX graph differs from the torch decoder by {error:.3g} (> {PARITY_TOLERANCE})"
+        )
+    _LOGGER.info("onnxruntime vs torch: max abs difference %.3g", error)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -1,19 +1,44 @@
-"""`cvae serve`: Serve the model repository over gRPC."""
+"""`cvae serve`: serve the model repository over gRPC (flags or CVAE_* variables)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+from service import settings as settings_module
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="Serve the model repository over gRPC.",
-        description="Serve the model repository over gRPC.",
+        description=(
+            "Serve the newest model version of a model repository over gRPC, with dynamic "
+            "batching, health, reflection, Prometheus metrics and hot reload. Every flag has a "
+            "CVAE_* environment variable; the flag wins."
+        ),
     )
+    settings_module.add_arguments(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("cvae serve: not built yet")
+    # Heavy imports (grpc, onnxruntime, numpy) only when actually serving.
+    import asyncio
+
+    from service.errors import ModelLoadError
+    from service.logs import configure_logging
+    from service.server import StartupError, serve
+
+    try:
+        settings = settings_module.from_sources(args)
+    except settings_module.SettingsError as error:
+        print(f"cvae serve: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return asyncio.run(serve(settings))
+    except (ModelLoadError, StartupError) as error:
+        print(f"cvae serve: {error}", file=sys.stderr)
+        return 1

@@ -130,3 +130,16 @@ def test_cli_exports_and_reports_bad_input(
     with pytest.raises(SystemExit, match="model name"):
         main(["export", str(checkpoint), "--repository", str(repository), "--name", "../escape"])
     assert sorted(path.name for path in (repository / "c").iterdir()) == ["1"]
+
+
+def test_service_loads_the_exported_version(repository: Path, checkpoint: Path) -> None:
+    """The contract end to end: the server's own loader reads, verifies and warms it up."""
+    from service.runtime import RuntimeOptions, load_runtime
+
+    runtime = load_runtime(repository / "small" / "1", RuntimeOptions())
+    model, _, _ = load_checkpoint(checkpoint)
+    assert runtime.spec.latent_dim == model.config.latent_dim
+    assert runtime.spec.metrics == {"label_accuracy": 0.5, "frechet_ratio": 9.0}
+    z = np.zeros((3, model.config.latent_dim), np.float32)
+    images = runtime.run(z, np.array([0, 1, 2], np.int64))
+    assert images.shape == (3, 28, 28)

@@ -10,8 +10,17 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_decoder import OnnxExportError, check_graph, export_decoder, opset_of
+from export.onnx_decoder import (
+    OnnxExportError,
+    check_graph,
+    check_parity,
+    export_decoder,
+    opset_of,
+    parity_error,
+)
 from tests.export.conftest import SMALL_MODEL, small_model
+from training.config import ModelConfig
+from training.model import CVAE
 
 _PARITY_TOLERANCE = 1e-5
 
@@ -72,3 +81,32 @@ def test_contract_check_rejects_a_wrong_latent_size(exported: tuple[torch.nn.Mod
     _, path = exported
     with pytest.raises(OnnxExportError, match="inputs"):
         check_graph(onnx.load(str(path)), SMALL_MODEL.latent_dim + 1)
+
+
+def test_default_architecture_exports_with_parity(tmp_path: Path) -> None:
+    """The shipped model's architecture (ModelConfig defaults), not only the small test one."""
+    torch.manual_seed(0)
+    decoder = CVAE(ModelConfig()).decoder.eval()
+    with torch.no_grad():
+        for name, parameter in decoder.named_parameters():
+            if "film" in name:
+                parameter.normal_(0.0, 0.3)
+    path = tmp_path / "decoder.onnx"
+    export_decoder(decoder, ModelConfig().latent_dim, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for batch in (1, 7, 512):
+        z = rng.standard_normal((batch, ModelConfig().latent_dim)).astype(np.float32)
+        label = rng.integers(0, 10, batch).astype(np.int64)
+        (image,) = session.run(None, {"z": z, "label": label})
+        with torch.no_grad():
+            expected = decoder(torch.from_numpy(z), torch.from_numpy(label)).numpy()
+        assert np.abs(image - expected).max() <= _PARITY_TOLERANCE, batch
+
+
+def test_parity_check_catches_a_graph_that_drifted(exported: tuple[torch.nn.Module, Path]) -> None:
+    decoder, path = exported
+    assert parity_error(decoder, path, SMALL_MODEL.latent_dim, SMALL_MODEL.num_classes) <= 1e-5
+    other = small_model(seed=4).decoder  # same architecture, other weights
+    with pytest.raises(OnnxExportError, match="differs"):
+        check_parity(other, path, SMALL_MODEL.latent_dim, SMALL_MODEL.num_classes)

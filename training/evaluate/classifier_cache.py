@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class TrainedClassifier:
     model: DigitClassifier
     test_accuracy: float
     cache_key: str
+    train_seconds: float | None  # wall time of the run that trained it (None: not recorded)
 
 
 def default_cache_dir() -> Path:
@@ -113,20 +115,22 @@ def load_or_train_classifier(
     path = (cache_dir or default_cache_dir()) / f"classifier-{key}.pt"
     if path.is_file():
         try:
-            model, test_accuracy = _read(path, config)
+            model, test_accuracy, train_seconds = _read(path, config)
             _LOGGER.info("classifier from cache %s (test accuracy %.4f)", path, test_accuracy)
-            return TrainedClassifier(model, test_accuracy, key)
+            return TrainedClassifier(model, test_accuracy, key, train_seconds)
         except ClassifierCacheError as error:
             _LOGGER.warning("retraining the classifier: %s", error)
     _LOGGER.info("training the evaluator's classifier (cached as %s)", path)
+    started = time.monotonic()
     model = train_classifier(config, train, progress=progress)
+    train_seconds = time.monotonic() - started
     test_accuracy = accuracy(model, test)
-    _LOGGER.info("classifier test accuracy %.4f", test_accuracy)
-    _write(path, model, test_accuracy, key)
-    return TrainedClassifier(model, test_accuracy, key)
+    _LOGGER.info("classifier test accuracy %.4f, trained in %.0f s", test_accuracy, train_seconds)
+    _write(path, model, test_accuracy, key, train_seconds)
+    return TrainedClassifier(model, test_accuracy, key, train_seconds)
 
 
-def _read(path: Path, config: ClassifierConfig) -> tuple[DigitClassifier, float]:
+def _read(path: Path, config: ClassifierConfig) -> tuple[DigitClassifier, float, float | None]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != _CACHE_FORMAT or payload.get("config") != dataclasses.asdict(
@@ -135,19 +139,23 @@ def _read(path: Path, config: ClassifierConfig) -> tuple[DigitClassifier, float]
             raise ClassifierCacheError(f"{path} was made by another recipe")
         model = DigitClassifier(config)
         model.load_state_dict(payload["state_dict"])
-        return model.eval(), float(payload["test_accuracy"])
+        seconds = payload.get("train_seconds")  # absent from caches written before it was kept
+        return model.eval(), float(payload["test_accuracy"]), seconds
     except ClassifierCacheError:
         raise
     except Exception as error:  # a truncated or foreign file: any unpickling error
         raise ClassifierCacheError(f"unreadable cache file {path}: {error}") from error
 
 
-def _write(path: Path, model: DigitClassifier, test_accuracy: float, key: str) -> None:
+def _write(
+    path: Path, model: DigitClassifier, test_accuracy: float, key: str, train_seconds: float
+) -> None:
     payload = {
         "format": _CACHE_FORMAT,
         "key": key,
         "config": dataclasses.asdict(model.config),
         "test_accuracy": test_accuracy,
+        "train_seconds": train_seconds,
         "state_dict": model.state_dict(),
     }
     try:

@@ -34,6 +34,7 @@ class SampleJudge:
     classifier: DigitClassifier
     classifier_test_accuracy: float
     classifier_cache_key: str
+    classifier_train_seconds: float | None
     real: RealFeatures
 
     def score(
@@ -78,6 +79,7 @@ def build_judge(
         classifier=trained.model,
         classifier_test_accuracy=trained.test_accuracy,
         classifier_cache_key=trained.cache_key,
+        classifier_train_seconds=trained.train_seconds,
         real=real,
     )
 

@@ -48,14 +48,14 @@ def card_json(metrics: dict[str, Any], grid_file: str) -> dict[str, Any]:
 
 
 def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def card_markdown(metrics: dict[str, Any], grid_file: str) -> str:
     """Markdown of the card; every number comes from `metrics`."""
     model = metrics["model"]
     lines = [
-        f"# Model card: {model.get('name', 'CVAE')} ({model['kind']})",
+        f"# Model card: {_title(model)}",
         "",
         f"Written by `cvae evaluate` at {metrics['created_at']} from `{model['path']}` "
         f"(sha256 `{model['sha256'][:16]}…`). Regenerate with the same command; it is seeded "
@@ -113,6 +113,12 @@ def card_markdown(metrics: dict[str, Any], grid_file: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _title(model: dict[str, Any]) -> str:
+    if model["kind"] == "onnx":
+        return f"{model.get('name')} version {model.get('version')} (ONNX, onnxruntime)"
+    return f"CVAE checkpoint {model['path'].rsplit('/', 1)[-1]}"
+
+
 def _score_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("label accuracy (all labels)", f"{metrics['label_accuracy']:.4f}"),
@@ -127,15 +133,15 @@ def _score_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"test −ELBO, nats/image ({metrics['test_images']} images)",
                 _nats(metrics, "test_negative_elbo"),
             ),
-            ("  reconstruction (BCE)", _nats(metrics, "test_reconstruction")),
-            ("  KL", _nats(metrics, "test_kl")),
+            ("test −ELBO: reconstruction part (BCE)", _nats(metrics, "test_reconstruction")),
+            ("test −ELBO: KL part", _nats(metrics, "test_kl")),
             (
                 f"importance-weighted −log p(x|y) bound, k={metrics['iw_samples']} "
                 f"(first {metrics['iw_images']} test images)",
                 _nats(metrics, "iw_negative_log_likelihood"),
             ),
             (
-                f"  −ELBO on the same {metrics['iw_images']} images",
+                f"−ELBO on the same {metrics['iw_images']} images",
                 _nats(metrics, "iw_subset_negative_elbo"),
             ),
         ]
@@ -146,13 +152,21 @@ def _nats(metrics: dict[str, Any], key: str) -> str:
     return f"{metrics[key]:.2f}"
 
 
+def _train_time(classifier: dict[str, Any]) -> str:
+    seconds = classifier.get("train_seconds")
+    if seconds is None:
+        return "trained once and cached"
+    return f"trained once in {seconds:.0f} s and cached"
+
+
 def _method_lines(metrics: dict[str, Any]) -> list[str]:
     classifier = metrics["classifier"]
     lines = [
         f"- Samples: {metrics['samples_per_label']} per label, z ~ N(0, I) scaled by temperature "
         f"{metrics['temperature']:g}, seed {metrics['seed']}.",
         f"- Judge: the evaluator's own CNN classifier (trained on the 50,000 training images, "
-        f"never on generated ones), test accuracy {classifier['test_accuracy']:.4f}; its "
+        f"never on generated ones; {_train_time(classifier)}), test accuracy "
+        f"{classifier['test_accuracy']:.4f}; its "
         f"{classifier['config']['feature_dim']}-d penultimate layer is the Fréchet feature space.",
         "- Fréchet distance: Gaussians fitted to the features of all samples and of the 10,000 "
         "test images; the floor is the same distance between the 10,000 validation images and "

@@ -55,6 +55,7 @@ def test_second_call_reads_the_cache(
         subset, small_splits.test, config=_TINY, cache_dir=tmp_path, progress=False
     )
     assert second.test_accuracy == first.test_accuracy
+    assert second.train_seconds == first.train_seconds
     for name, tensor in first.model.state_dict().items():
         torch.testing.assert_close(second.model.state_dict()[name], tensor)
 

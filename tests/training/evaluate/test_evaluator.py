@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,7 @@ def test_writes_metrics_card_and_grid(evaluated: Path, small_checkpoint: Path) -
     assert (metrics["iw_samples"], metrics["iw_images"]) == (16, 10)
     assert metrics["training_config"]["model"]["latent_dim"] == 4
     assert metrics["model"]["sha256"] == metrics["checkpoint_sha256"]
+    assert metrics["classifier"]["train_seconds"] > 0
 
 
 def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
@@ -80,6 +83,9 @@ def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
     markdown = (evaluated / "model_card.md").read_text()
     assert "![prior samples, one row per label](samples.png)" in markdown
     assert "first 10 test images" in markdown
+    scores_table = markdown.split("## Scores")[1].split("##")[0]
+    rows = [line for line in scores_table.splitlines() if line.startswith("|")]
+    assert rows and all(re.sub(r"\\\|", "", row).count("|") == 3 for row in rows)
     with Image.open(evaluated / "samples.png") as grid:
         assert grid.format == "PNG"
         assert grid.height == (10 * 30 + 2) * 2  # ten rows of 28 px tiles, 2 px gutters, scale 2
@@ -124,7 +130,7 @@ def test_onnx_folder_with_a_wrong_hash_is_refused(
 def test_weak_classifier_is_refused(
     small_checkpoint: Path, settings: EvaluationSettings, tmp_path: Path
 ) -> None:
-    strict = EvaluationSettings(**{**settings.__dict__, "min_classifier_accuracy": 0.999})
+    strict = dataclasses.replace(settings, min_classifier_accuracy=0.999)
     with pytest.raises(EvaluationError, match="classifier"):
         evaluate_checkpoint(small_checkpoint, tmp_path, strict)
     assert not (tmp_path / "metrics.json").exists()

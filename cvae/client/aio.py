@@ -1,0 +1,172 @@
+"""The asyncio client: the same API as `Client`, on grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from cvae.client.channel import TlsConfig, aio_channel
+from cvae.client.errors import DeadlineExceededError, GeneratorError, error_from_rpc
+from cvae.client.retry import RetryPolicy
+from cvae.client.stream_resume import StreamProgress
+from cvae.client.types import (
+    Encoding,
+    GenerateResult,
+    ModelInfo,
+    build_request,
+    model_info_from_proto,
+    result_from_response,
+)
+from cvae.v1 import generator_pb2 as pb
+from cvae.v1 import generator_pb2_grpc as pb_grpc
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class AsyncClient:
+    """`Client` for asyncio: `await client.generate(...)`, `async for part in client.stream(...)`.
+
+    Create it inside a running event loop; use `async with` or `await close()`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        tls: TlsConfig | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._channel = aio_channel(target, tls)
+        self._stub = pb_grpc.GeneratorStub(self._channel)
+        self._rng = random.Random()
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def model_info(
+        self, model_version: str | None = None, timeout_s: float | None = None
+    ) -> ModelInfo:
+        request = pb.GetModelInfoRequest(model_version=model_version or "")
+        info = await self._call(lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s)
+        return model_info_from_proto(info)
+
+    async def generate(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: np.ndarray | None = None,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> GenerateResult:
+        request = build_request(
+            labels,
+            seed=seed,
+            temperature=temperature,
+            latents=latents,
+            encoding=encoding,
+            model_version=model_version,
+            omit_latents=omit_latents,
+        )
+        response = await self._call(lambda t: self._stub.Generate(request, timeout=t), timeout_s)
+        return result_from_response(response)
+
+    async def stream(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: np.ndarray | None = None,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        chunk_size: int = 0,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[GenerateResult]:
+        """Chunks in order; resumes after a retryable failure like `Client.stream`."""
+        progress = StreamProgress(list(labels), seed, latents)
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        backoffs = self.retry.backoffs(self._rng)
+        while True:
+            progress.begin_attempt()
+            request = build_request(
+                progress.remaining_labels(),
+                seed=progress.seed,
+                temperature=temperature,
+                latents=progress.remaining_latents(),
+                encoding=encoding,
+                model_version=model_version or progress.model_version,
+                chunk_size=chunk_size,
+                omit_latents=omit_latents,
+            )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
+                )
+            call = self._stub.GenerateStream(request, timeout=remaining)
+            try:
+                async for response in call:
+                    result = progress.accept(result_from_response(response))
+                    if result is not None:
+                        yield result
+                return
+            except grpc.RpcError as rpc_error:
+                if progress.complete:
+                    return
+                error = error_from_rpc(rpc_error, self.target)
+                await self._wait_or_raise(error, backoffs, deadline)
+                _LOGGER.warning(
+                    "stream interrupted after %d images, resuming: %s", progress.done, error
+                )
+            finally:
+                call.cancel()
+
+    async def _call(self, attempt: Callable[[float], Awaitable[_T]], timeout_s: float | None) -> _T:
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        backoffs = self.retry.backoffs(self._rng)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
+                )
+            try:
+                return await attempt(remaining)
+            except grpc.RpcError as rpc_error:
+                await self._wait_or_raise(
+                    error_from_rpc(rpc_error, self.target), backoffs, deadline
+                )
+
+    async def _wait_or_raise(
+        self, error: GeneratorError, backoffs: Iterator[float], deadline: float
+    ) -> None:
+        if not self.retry.is_retryable(error.code):
+            raise error from None  # the typed error carries code and details
+        wait = next(backoffs, None)
+        if wait is None or time.monotonic() + wait >= deadline:
+            raise error from None  # the typed error carries code and details
+        _LOGGER.info("retrying in %.3fs after %s", wait, error)
+        await asyncio.sleep(wait)

@@ -1,0 +1,47 @@
+"""Retry policy: exponential backoff with full jitter, bounded by the call's deadline."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+_DEFAULT_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how often a failed call is tried again."""
+
+    max_attempts: int = 5
+    """Tries in all, the first included; 1 turns retries off."""
+    initial_backoff_s: float = 0.1
+    """Upper bound of the first wait."""
+    max_backoff_s: float = 5.0
+    """No wait is longer than this."""
+    multiplier: float = 2.0
+    """Growth of the wait's upper bound per attempt."""
+    retryable_codes: frozenset[grpc.StatusCode] = field(default=_DEFAULT_RETRYABLE)
+    """Status codes worth another try; never INVALID_ARGUMENT or NOT_FOUND."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must be >= 0 and multiplier >= 1")
+
+    def is_retryable(self, code: grpc.StatusCode) -> bool:
+        return code in self.retryable_codes
+
+    def backoffs(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The waits before attempts 2..max_attempts: uniform in [0, min(cap, initial·mult^k)]."""
+        rng = rng or random.Random()
+        ceiling = self.initial_backoff_s
+        for _ in range(self.max_attempts - 1):
+            yield rng.uniform(0.0, min(self.max_backoff_s, ceiling))
+            ceiling *= self.multiplier
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)

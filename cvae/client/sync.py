@@ -1,0 +1,180 @@
+"""The blocking client: `Client("host:port").generate(labels, seed=...)` returns numpy arrays."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from cvae.client.channel import TlsConfig, sync_channel
+from cvae.client.errors import DeadlineExceededError, GeneratorError, error_from_rpc
+from cvae.client.retry import RetryPolicy
+from cvae.client.stream_resume import StreamProgress
+from cvae.client.types import (
+    Encoding,
+    GenerateResult,
+    ModelInfo,
+    build_request,
+    model_info_from_proto,
+    result_from_response,
+)
+from cvae.v1 import generator_pb2 as pb
+from cvae.v1 import generator_pb2_grpc as pb_grpc
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Client:
+    """A typed, retrying client of the cvae.v1.Generator service.
+
+    `target` is "host:port" or "dns:///name:port" (calls are spread round-robin over every
+    address the name resolves to). `timeout_s` is each call's default deadline, retries
+    included. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        tls: TlsConfig | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._channel = sync_channel(target, tls)
+        self._stub = pb_grpc.GeneratorStub(self._channel)
+        self._rng = random.Random()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def model_info(
+        self, model_version: str | None = None, timeout_s: float | None = None
+    ) -> ModelInfo:
+        """Describe the newest loaded model, or the pinned `model_version`."""
+        request = pb.GetModelInfoRequest(model_version=model_version or "")
+        info = self._call(lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s)
+        return model_info_from_proto(info)
+
+    def generate(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: np.ndarray | None = None,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> GenerateResult:
+        """One image per label; same (labels, seed, temperature, version), same bytes."""
+        request = build_request(
+            labels,
+            seed=seed,
+            temperature=temperature,
+            latents=latents,
+            encoding=encoding,
+            model_version=model_version,
+            omit_latents=omit_latents,
+        )
+        response = self._call(lambda t: self._stub.Generate(request, timeout=t), timeout_s)
+        return result_from_response(response)
+
+    def stream(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: np.ndarray | None = None,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        chunk_size: int = 0,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> Iterator[GenerateResult]:
+        """Generate a big job as chunks in order (`offset` says where each starts).
+
+        A retryable failure mid-stream re-issues the request with the same seed (the server's
+        when none was given) and skips what was already yielded, so no image is lost or repeated.
+        `timeout_s` bounds the whole stream.
+        """
+        progress = StreamProgress(list(labels), seed, latents)
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        backoffs = self.retry.backoffs(self._rng)
+        while True:
+            progress.begin_attempt()
+            request = build_request(
+                progress.remaining_labels(),
+                seed=progress.seed,
+                temperature=temperature,
+                latents=progress.remaining_latents(),
+                encoding=encoding,
+                model_version=model_version or progress.model_version,
+                chunk_size=chunk_size,
+                omit_latents=omit_latents,
+            )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
+                )
+            call = self._stub.GenerateStream(request, timeout=remaining)
+            try:
+                for response in call:
+                    result = progress.accept(result_from_response(response))
+                    if result is not None:
+                        yield result
+                return
+            except grpc.RpcError as rpc_error:
+                if progress.complete:
+                    return
+                error = error_from_rpc(rpc_error, self.target)
+                self._wait_or_raise(error, backoffs, deadline)
+                _LOGGER.warning(
+                    "stream interrupted after %d images, resuming: %s", progress.done, error
+                )
+            finally:
+                call.cancel()
+
+    def _call(self, attempt: Callable[[float], _T], timeout_s: float | None) -> _T:
+        """Run `attempt(remaining_seconds)`, retrying until success or the deadline."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        backoffs = self.retry.backoffs(self._rng)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
+                )
+            try:
+                return attempt(remaining)
+            except grpc.RpcError as rpc_error:
+                self._wait_or_raise(error_from_rpc(rpc_error, self.target), backoffs, deadline)
+
+    def _wait_or_raise(
+        self, error: GeneratorError, backoffs: Iterator[float], deadline: float
+    ) -> None:
+        """Sleep before the next try, or raise `error` when it is final."""
+        if not self.retry.is_retryable(error.code):
+            raise error from None  # the typed error carries code and details
+        wait = next(backoffs, None)
+        if wait is None or time.monotonic() + wait >= deadline:
+            raise error from None  # the typed error carries code and details
+        _LOGGER.info("retrying in %.3fs after %s", wait, error)
+        time.sleep(wait)

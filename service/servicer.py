@@ -1,0 +1,206 @@
+"""The Generator gRPC servicer: decode (codec), generate (data plane), encode. Nothing else.
+
+Errors are mapped to status codes in one place, `_Call`: a ServiceError becomes its own code
+with its message; anything unexpected becomes INTERNAL and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+
+from cvae.v1 import generator_pb2 as pb
+from service import codec
+from service.errors import ServiceError
+from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+
+_LOGGER = logging.getLogger(__name__)
+# Responses with more pixels than this are encoded off the event loop (numpy releases the GIL).
+_OFF_LOOP_PIXELS = 64 * 28 * 28
+
+
+class InFlight:
+    """Counts Generator calls in progress, so shutdown can wait for exactly those.
+
+    (Health Watch and reflection streams never end by themselves; they must not hold the
+    shutdown for the whole grace period.)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request limits announced in ModelInfo and enforced by the codec."""
+
+    max_images_per_request: int
+    max_images_per_stream: int
+    stream_chunk_size: int
+
+
+class GeneratorServicer:
+    """cvae.v1.Generator on the data plane.
+
+    Requests arrive as raw bytes and are parsed here (codec.parse), so that a malformed message
+    is the caller's INVALID_ARGUMENT rather than gRPC's UNKNOWN.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        generator: ImageGenerator,
+        metrics: ServiceMetrics,
+        limits: RequestLimits,
+    ) -> None:
+        self._registry = registry
+        self._generator = generator
+        self._metrics = metrics
+        self._limits = limits
+        self.in_flight = InFlight()
+
+    async def Generate(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        async with _Call(self._metrics, self.in_flight, "Generate", context):
+            request = codec.parse(pb.GenerateRequest, data)
+            runtime = self._registry.resolve(request.model_version)
+            job = codec.decode_generate(request, runtime.spec, self._limits.max_images_per_request)
+            result = await self._generator.generate(runtime, job, _deadline_of(context))
+            response = await _encode(result, job)
+            self._metrics.count_images(len(job.labels))
+            return response
+        raise AssertionError("unreachable: _Call aborts the RPC on every error")
+
+    async def GenerateStream(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
+        async with _Call(self._metrics, self.in_flight, "GenerateStream", context):
+            request = codec.parse(pb.GenerateRequest, data)
+            runtime = self._registry.resolve(request.model_version)
+            limits = self._limits
+            job = codec.decode_stream(
+                request,
+                runtime.spec,
+                limits.max_images_per_stream,
+                limits.stream_chunk_size,
+                limits.max_images_per_request,
+            )
+            chunks = self._generator.stream(runtime, job, _deadline_of(context))
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    await context.write(await _encode(chunk, job))
+                    self._metrics.count_images(len(chunk.labels))
+
+    async def GetModelInfo(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        async with _Call(self._metrics, self.in_flight, "GetModelInfo", context):
+            request = codec.parse(pb.GetModelInfoRequest, data)
+            runtime = self._registry.resolve(request.model_version)
+            return codec.encode_model_info(
+                runtime.spec,
+                self._registry.versions,
+                self._limits.max_images_per_request,
+                self._limits.max_images_per_stream,
+            )
+        raise AssertionError("unreachable: _Call aborts the RPC on every error")
+
+
+def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
+    """Register cvae.v1.Generator with raw-bytes request deserializers."""
+    handlers = {
+        "Generate": grpc.unary_unary_rpc_method_handler(
+            servicer.Generate, response_serializer=pb.GenerateResponse.SerializeToString
+        ),
+        "GenerateStream": grpc.unary_stream_rpc_method_handler(
+            servicer.GenerateStream, response_serializer=pb.GenerateResponse.SerializeToString
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo, response_serializer=pb.ModelInfo.SerializeToString
+        ),
+    }
+    service_name = pb.DESCRIPTOR.services_by_name["Generator"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
+
+
+class _Call:
+    """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses."""
+
+    __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_started")
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        in_flight: InFlight,
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        self._metrics = metrics
+        self._in_flight = in_flight
+        self._method = method
+        self._context = context
+        self._started = time.perf_counter()
+
+    async def __aenter__(self) -> _Call:
+        self._in_flight.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        code = "OK"
+        try:
+            if error is None:
+                return False
+            if isinstance(error, ServiceError):
+                code = error.code.name
+                await self._context.abort(error.code, str(error))
+            if isinstance(error, asyncio.CancelledError):
+                code = "CANCELLED"
+                return False
+            if isinstance(error, grpc.aio.AbortError | grpc.aio.UsageError):
+                code = "ABORTED_BY_GRPC"
+                return False
+            code = "INTERNAL"
+            _LOGGER.error("%s failed", self._method, exc_info=error)
+            await self._context.abort(
+                grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
+            )
+            return False  # not reached: abort raises
+        finally:
+            self._in_flight.leave()
+            self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
+
+
+def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return asyncio.get_running_loop().time() + remaining
+
+
+async def _encode(result: GeneratedImages, job: GenerationJob) -> pb.GenerateResponse:
+    if job.pixel_format is PixelFormat.PNG or result.images.size > _OFF_LOOP_PIXELS:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, codec.encode_generated, result, job)
+    return codec.encode_generated(result, job)

@@ -1,0 +1,259 @@
+"""The one settings object of the service: flags and `CVAE_*` variables, validated at start.
+
+Each field below is documented on the lines after it; `add_arguments` turns every field into a
+flag (`max_batch` -> `--max-batch`) and `from_sources` reads, in order of precedence, the flag,
+then the environment variable (`CVAE_MAX_BATCH`), then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CVAE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value outside its allowed range; the message names flag and variable."""
+
+
+def _about(
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    dest: str = "",
+) -> dict[str, Any]:
+    """What a setting's flag says and what values it allows (dataclass field metadata)."""
+    metadata = {
+        "help": help, "minimum": minimum, "maximum": maximum, "choices": choices, "dest": dest
+    }  # fmt: skip
+    return metadata
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything `cvae serve` can be told."""
+
+    model_repository: Path = field(
+        default=Path("models"), metadata=_about("folder of <name>/<version>/model.*")
+    )
+    """The model repository (docs/model-repository.md); the newest version is served."""
+    model_name: str = field(
+        default="", metadata=_about("model to serve; empty: the only one in the repository")
+    )
+    """Which <name> folder of the repository to serve; required when there are several."""
+    host: str = field(default="0.0.0.0", metadata=_about("address to listen on"))
+    """Interface the gRPC server binds ("0.0.0.0" all IPv4, "[::]" all IPv6 and IPv4)."""
+    port: int = field(default=50051, metadata=_about("gRPC port", minimum=1, maximum=65535))
+    """TCP port of the gRPC server."""
+    metrics_port: int = field(
+        default=9464, metadata=_about("Prometheus /metrics port; 0 turns it off", maximum=65535)
+    )
+    """TCP port of the Prometheus HTTP endpoint (same host); 0 means no metrics endpoint."""
+    max_batch: int = field(
+        default=256, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
+    )
+    """Upper bound of a decoder batch; larger requests are split into pieces of this size."""
+    max_delay_ms: float = field(
+        default=2.0, metadata=_about("most ms a request waits to be merged", minimum=0)
+    )
+    """How long a queued request may be held back to fill a batch while the runtime is busy.
+
+    A request that finds the runtime idle is dispatched at once, never delayed."""
+    batching: bool = field(
+        default=True, metadata=_about("merge concurrent requests into one decoder call")
+    )
+    """When false each request (or piece of one) runs alone; requests are never merged."""
+    queue_size: int = field(
+        default=4096, metadata=_about("most images waiting; beyond: RESOURCE_EXHAUSTED", minimum=1)
+    )
+    """Bound of the batching queue, in images; a request that does not fit is refused at once."""
+    max_images_per_request: int = field(
+        default=1024, metadata=_about("most images in one Generate", minimum=1)
+    )
+    """Per-request limit of Generate (GenerateStream has its own)."""
+    max_images_per_stream: int = field(
+        default=2_000_000, metadata=_about("most images in one stream", minimum=1)
+    )
+    """Per-request limit of GenerateStream; its memory stays bounded by the chunk size."""
+    stream_chunk_size: int = field(
+        default=256, metadata=_about("images per stream message by default", minimum=1)
+    )
+    """Chunk size of GenerateStream when the request leaves chunk_size at 0."""
+    max_message_bytes: int = field(
+        default=16 << 20, metadata=_about("most bytes in one gRPC message", minimum=1024)
+    )
+    """Limit on received and sent message size; larger messages are refused by gRPC."""
+    max_connection_age_s: float = field(
+        default=300.0, metadata=_about("close connections after this age", minimum=0)
+    )
+    """grpc.max_connection_age_ms: clients reconnect and so rebalance across replicas; 0 off."""
+    grace_period: float = field(
+        default=10.0, metadata=_about("seconds to finish accepted work on SIGTERM", minimum=0)
+    )
+    """On SIGTERM/SIGINT new calls are refused and accepted ones get this long to finish."""
+    intra_op_threads: int = field(
+        default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
+    )
+    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use."""
+    decoder_slots: int = field(
+        default=1, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
+    )
+    """Batches run concurrently (each with intra_op_threads). Above 1, a batch that starts while
+    another runs waits until it is full or max_delay_ms old."""
+    reload_interval: float = field(
+        default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
+    )
+    """How often the repository is scanned for new versions; SIGHUP scans at once."""
+    keep_versions: int = field(
+        default=2, metadata=_about("model versions kept loaded", minimum=1, maximum=16)
+    )
+    """Newest versions kept in memory so that pinned requests to the previous one still work."""
+    log_format: str = field(
+        default="text", metadata=_about("log line format", choices=("text", "json"))
+    )
+    """"json" writes one JSON object per line (for log collectors), "text" a plain line."""
+    log_level: str = field(
+        default="INFO",
+        metadata=_about(
+            "logging level",
+            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+            # `cvae --log-level` (before the subcommand) owns the name "log_level".
+            dest="serve_log_level",
+        ),
+    )
+    """Threshold of the service's logs."""
+    tls_cert: Path | None = field(
+        default=None, metadata=_about("PEM server certificate (turns TLS on)")
+    )
+    """Server certificate chain; with tls_key, the port speaks TLS only."""
+    tls_key: Path | None = field(
+        default=None, metadata=_about("PEM private key of the server certificate")
+    )
+    """Private key matching tls_cert."""
+    tls_client_ca: Path | None = field(
+        default=None, metadata=_about("PEM CA bundle; clients must present a cert")
+    )
+    """With it, mutual TLS: only clients with a certificate signed by this CA are accepted."""
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            _check_range(spec, getattr(self, spec.name))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError(
+                "--tls-cert and --tls-key (CVAE_TLS_CERT, CVAE_TLS_KEY) go together"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingsError("--tls-client-ca (CVAE_TLS_CLIENT_CA) needs --tls-cert/--tls-key")
+        if self.queue_size < self.max_images_per_request:
+            raise SettingsError(
+                f"--queue-size ({self.queue_size}) must be at least --max-images-per-request "
+                f"({self.max_images_per_request}), or such requests could never be queued"
+            )
+        if self.stream_chunk_size > self.max_images_per_request:
+            raise SettingsError(
+                f"--stream-chunk-size ({self.stream_chunk_size}) must not exceed "
+                f"--max-images-per-request ({self.max_images_per_request})"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per settings field; defaults stay None so the environment can fill them."""
+    for spec in dataclasses.fields(ServiceSettings):
+        meta = spec.metadata
+        default = spec.default
+        shown = "" if default is None else f" (default {default})"
+        parser.add_argument(
+            flag_name(spec.name),
+            dest=_dest(spec),
+            default=None,
+            metavar=spec.name.upper(),
+            help=f"{meta['help']}{shown}; env {env_name(spec.name)}",
+        )
+
+
+def from_sources(
+    arguments: argparse.Namespace | Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServiceSettings:
+    """Build settings from flags (highest precedence), then `CVAE_*` variables, then defaults."""
+    given = vars(arguments) if isinstance(arguments, argparse.Namespace) else dict(arguments or {})
+    environ = os.environ if environ is None else environ
+    types = typing.get_type_hints(ServiceSettings)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(ServiceSettings):
+        raw = given.get(_dest(spec))
+        source = flag_name(spec.name)
+        if raw is None and env_name(spec.name) in environ:
+            raw, source = environ[env_name(spec.name)], env_name(spec.name)
+        if raw is not None:
+            values[spec.name] = _convert(raw, types[spec.name], source)
+    return ServiceSettings(**values)
+
+
+def _dest(spec: dataclasses.Field[Any]) -> str:
+    return spec.metadata["dest"] or spec.name
+
+
+def _convert(raw: Any, kind: Any, source: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError("expected one of " + ", ".join(sorted(_TRUE | _FALSE)))
+        if kind is int:
+            return int(text.replace("_", ""))
+        if kind is float:
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError("must be finite")
+            return number
+        if kind is Path:
+            return Path(text)
+        if kind == Path | None:
+            return Path(text) if text else None
+        return text
+    except ValueError as error:
+        raise SettingsError(f"{source}={raw!r}: {error}") from None
+
+
+def _check_range(spec: dataclasses.Field[Any], value: Any) -> None:
+    meta = spec.metadata
+    where = f"{flag_name(spec.name)} ({env_name(spec.name)})"
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise SettingsError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = meta["minimum"], meta["maximum"]
+        if low is None and spec.default is not None and isinstance(spec.default, int | float):
+            low = 0
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = (
+                f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            )
+            raise SettingsError(f"{where}: {value} is outside {allowed}")

@@ -1,0 +1,205 @@
+"""The rendered objects agree with each other: ports, probes, labels, selectors, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.manifests import (
+    container,
+    container_port,
+    cpu_limit_threads,
+    objects,
+    one,
+    pod_labels,
+    pod_spec,
+    quantity,
+    render,
+    selector_matches,
+    service_selects,
+    serving_kustomizations,
+)
+
+SERVING = serving_kustomizations()
+_HEALTH_SERVICE = "cvae.v1.Generator"
+
+
+def test_base_and_both_overlays_deploy_the_server() -> None:
+    assert {"base", "overlays/dev", "overlays/prod"} <= set(SERVING)
+
+
+@pytest.fixture(params=SERVING)
+def rendered(request: pytest.FixtureRequest) -> tuple[dict, ...]:
+    return render(request.param)
+
+
+def _resolve_target_port(workload: dict, target_port: int | str) -> int:
+    if isinstance(target_port, int):
+        return target_port
+    return container_port(workload, target_port)
+
+
+def test_deployment_selector_matches_its_pods(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    assert selector_matches(deployment["spec"]["selector"], pod_labels(deployment))
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the count"
+
+
+def test_both_services_select_the_server_pods_on_its_grpc_port(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    services = objects(rendered, "Service")
+    kinds = sorted(s["spec"].get("clusterIP") == "None" for s in services)
+    assert kinds == [False, True], "a ClusterIP Service and a headless one"
+    grpc_port = container_port(deployment, "grpc")
+    for service in services:
+        assert service_selects(service, pod_labels(deployment)), service["metadata"]["name"]
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert _resolve_target_port(deployment, ports["grpc"]["targetPort"]) == grpc_port
+        for port in ports.values():  # every named target port exists in the container
+            _resolve_target_port(deployment, port["targetPort"])
+
+
+def test_probes_are_native_grpc_health_checks_on_the_grpc_port(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    server = container(deployment)
+    grpc_port = container_port(deployment, "grpc")
+    for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = server[probe_name]
+        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, probe_name
+        assert probe["grpc"]["port"] == grpc_port, probe_name
+    # Ready only once a model is loaded (and not while draining); alive as long as the process is.
+    assert server["startupProbe"]["grpc"]["service"] == _HEALTH_SERVICE
+    assert server["readinessProbe"]["grpc"]["service"] == _HEALTH_SERVICE
+    assert server["livenessProbe"]["grpc"].get("service", "") == ""
+
+
+def test_config_map_ports_are_the_container_ports(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    server = container(deployment)
+    (source,) = server["envFrom"]
+    config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
+    assert int(config["data"]["CVAE_PORT"]) == container_port(deployment, "grpc")
+    assert int(config["data"]["CVAE_METRICS_PORT"]) == container_port(deployment, "metrics")
+
+
+def test_onnxruntime_threads_follow_the_cpu_limit(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    server = container(deployment)
+    env = {e["name"]: e for e in server["env"]}
+    field = env["CVAE_INTRA_OP_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert field["resource"] == "limits.cpu"
+    assert field["containerName"] == server["name"]
+    assert quantity(field.get("divisor", "1")) == 1
+    assert cpu_limit_threads(deployment) >= 1
+    # Nothing else sets it: an envFrom value would be overridden silently, so refuse one.
+    (source,) = server["envFrom"]
+    config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
+    assert "CVAE_INTRA_OP_THREADS" not in config["data"]
+
+
+def test_requests_and_limits_are_set_and_ordered(rendered: tuple[dict, ...]) -> None:
+    resources = container(one(rendered, "Deployment"))["resources"]
+    for resource in ("cpu", "memory"):
+        assert quantity(resources["requests"][resource]) <= quantity(
+            resources["limits"][resource]
+        ), resource
+
+
+def test_termination_grace_covers_the_pre_stop_sleep_and_the_drain(
+    rendered: tuple[dict, ...],
+) -> None:
+    deployment = one(rendered, "Deployment")
+    server = container(deployment)
+    pre_stop = server["lifecycle"]["preStop"]
+    assert set(pre_stop) == {"sleep"}, "the native sleep action: the image has no sleep binary"
+    (source,) = server["envFrom"]
+    config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
+    drain = float(config["data"]["CVAE_GRACE_PERIOD"])
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace > pre_stop["sleep"]["seconds"] + drain
+
+
+def test_pods_are_locked_down(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    pod = pod_spec(deployment)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    security = container(deployment)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    service_account = pod["serviceAccountName"]
+    assert one(rendered, "ServiceAccount", service_account)
+
+
+def test_autoscaler_targets_the_deployment_on_cpu_and_queue_depth(
+    rendered: tuple[dict, ...],
+) -> None:
+    deployment = one(rendered, "Deployment")
+    hpa = one(rendered, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "cvae_queue_depth"
+    scale_down = hpa["spec"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 60
+
+
+def test_disruption_budget_covers_the_server_pods_and_lets_drains_proceed(
+    rendered: tuple[dict, ...],
+) -> None:
+    deployment = one(rendered, "Deployment")
+    pdb = one(rendered, "PodDisruptionBudget")
+    assert selector_matches(pdb["spec"]["selector"], pod_labels(deployment))
+    hpa = one(rendered, "HorizontalPodAutoscaler")
+    if "maxUnavailable" in pdb["spec"]:
+        assert int(pdb["spec"]["maxUnavailable"]) >= 1
+    else:
+        assert int(pdb["spec"]["minAvailable"]) < hpa["spec"]["minReplicas"]
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_exactly_one_service(
+    rendered: tuple[dict, ...],
+) -> None:
+    deployment = one(rendered, "Deployment")
+    monitor = one(rendered, "ServiceMonitor")
+    selected = [
+        s
+        for s in objects(rendered, "Service")
+        if selector_matches(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert len(selected) == 1, "one Service, or each pod is scraped twice"
+    ports = {p["name"]: p for p in selected[0]["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        port = ports[endpoint["port"]]
+        assert _resolve_target_port(deployment, port["targetPort"]) == container_port(
+            deployment, "metrics"
+        )
+        assert endpoint["path"] == "/metrics"
+
+
+def test_overlays_keep_the_base_names_so_jobs_find_the_service() -> None:
+    base_names = {
+        (o["kind"], o["metadata"]["name"]) for o in render("base") if o["kind"] != "ConfigMap"
+    }
+    for kustomization in SERVING:
+        names = {(o["kind"], o["metadata"]["name"]) for o in render(kustomization)}
+        assert base_names <= names, kustomization
+
+
+def test_overlays_put_everything_in_their_own_namespace() -> None:
+    for kustomization in (k for k in SERVING if k.startswith("overlays/")):
+        rendered = render(kustomization)
+        (namespace,) = objects(rendered, "Namespace")
+        for obj in rendered:
+            if obj["kind"] != "Namespace":
+                assert obj["metadata"]["namespace"] == namespace["metadata"]["name"]

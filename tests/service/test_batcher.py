@@ -1,0 +1,180 @@
+"""DynamicBatcher on a real onnxruntime decoder: merging, splitting, bounds, deadlines, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.batcher import BatchingPolicy, DynamicBatcher
+from service.errors import DeadlineExpired, Overloaded
+from service.runtime import ModelRuntime
+
+
+class RecordingMetrics:
+    """A BatcherMetrics sink that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.expired = 0
+        self.depths: list[int] = []
+        self.waits: list[float] = []
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def observe_batch(self, images: int, seconds: float) -> None:
+        self.batches.append(images)
+
+    def set_queue_depth(self, images: int) -> None:
+        self.depths.append(images)
+
+    def count_expired(self, images: int) -> None:
+        self.expired += images
+
+
+def _inputs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((count, 16), dtype=np.float32),
+        rng.integers(0, 10, count).astype(np.int64),
+    )
+
+
+def _with_batcher(
+    policy: BatchingPolicy, body: Callable[[DynamicBatcher, RecordingMetrics], Awaitable[Any]]
+) -> tuple[Any, RecordingMetrics]:
+    metrics = RecordingMetrics()
+
+    async def main() -> Any:
+        batcher = DynamicBatcher(policy, metrics)
+        try:
+            return await asyncio.wait_for(body(batcher, metrics), timeout=60)
+        finally:
+            batcher.close()
+
+    return asyncio.run(main()), metrics
+
+
+def test_requests_arriving_while_a_batch_runs_are_merged_into_the_next(
+    runtime: ModelRuntime,
+) -> None:
+    requests = [_inputs(1, seed) for seed in range(6)]
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
+
+    results, metrics = _with_batcher(BatchingPolicy(max_batch=64), body)
+    assert metrics.batches == [1, 5]  # the first ran at once, the rest waited for it together
+    for (z, y), images in zip(requests, results, strict=True):
+        assert images.tobytes() == runtime.run(z, y).tobytes()  # merged == alone, byte for byte
+
+
+def test_a_lone_request_never_waits_for_the_batching_delay(runtime: ModelRuntime) -> None:
+    z, y = _inputs(3, 0)
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
+        # With a 1000 s delay, waiting for it would trip wait_for's 60 s timeout.
+        return await batcher.run(runtime, z, y)
+
+    images, metrics = _with_batcher(BatchingPolicy(max_delay_s=1000.0, concurrency=2), body)
+    assert images.shape == (3, 28, 28)
+    assert metrics.batches == [3]
+
+
+def test_with_two_slots_a_second_batch_starts_after_the_delay(runtime: ModelRuntime) -> None:
+    requests = [_inputs(2, seed) for seed in range(3)]
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
+
+    results, metrics = _with_batcher(
+        BatchingPolicy(max_batch=64, max_delay_s=0.001, concurrency=2), body
+    )
+    assert sorted(metrics.batches) == [2, 4]
+    for (z, y), images in zip(requests, results, strict=True):
+        assert images.tobytes() == runtime.run(z, y).tobytes()
+
+
+def test_large_requests_are_split_into_max_batch_pieces(runtime: ModelRuntime) -> None:
+    z, y = _inputs(10, 1)
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
+        return await batcher.run(runtime, z, y)
+
+    images, metrics = _with_batcher(BatchingPolicy(max_batch=4), body)
+    assert metrics.batches == [4, 4, 2]
+    assert images.tobytes() == runtime.run(z, y).tobytes()
+
+
+def test_batching_off_never_merges(runtime: ModelRuntime) -> None:
+    requests = [_inputs(1, seed) for seed in range(4)]
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
+
+    _, metrics = _with_batcher(BatchingPolicy(batching=False), body)
+    assert metrics.batches == [1, 1, 1, 1]
+
+
+def test_a_full_queue_refuses_at_once(runtime: ModelRuntime) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[Any]:
+        running = batcher.run(runtime, *_inputs(1, 0))  # dispatched at once: not queued
+        waiting = batcher.run(runtime, *_inputs(4, 1))  # fills the queue of 4
+        refused = batcher.run(runtime, *_inputs(1, 2))
+        return await asyncio.gather(running, waiting, refused, return_exceptions=True)
+
+    results, metrics = _with_batcher(BatchingPolicy(queue_size=4), body)
+    assert results[0].shape == (1, 28, 28) and results[1].shape == (4, 28, 28)
+    assert isinstance(results[2], Overloaded)
+    assert "queue full (4 images waiting, limit 4)" in str(results[2])
+    assert metrics.batches == [1, 4]
+
+
+def test_waiting_for_room_instead_of_refusing(runtime: ModelRuntime) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[Any]:
+        return await asyncio.gather(
+            batcher.run(runtime, *_inputs(1, 0)),
+            batcher.run(runtime, *_inputs(4, 1)),
+            batcher.run(runtime, *_inputs(2, 2), wait_for_room=True),
+        )
+
+    results, metrics = _with_batcher(BatchingPolicy(queue_size=4), body)
+    assert [len(images) for images in results] == [1, 4, 2]
+    assert sum(metrics.batches) == 7
+
+
+def test_expired_work_is_dropped_not_computed(runtime: ModelRuntime) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[Any]:
+        past = asyncio.get_running_loop().time() - 1.0
+        return await asyncio.gather(
+            batcher.run(runtime, *_inputs(1, 0)),
+            batcher.run(runtime, *_inputs(3, 1), deadline=past),
+            return_exceptions=True,
+        )
+
+    results, metrics = _with_batcher(BatchingPolicy(), body)
+    assert isinstance(results[1], DeadlineExpired)
+    assert metrics.batches == [1]  # the expired 3 images never reached the decoder
+    assert metrics.expired == 3
+
+
+def test_a_cancelled_request_is_skipped(runtime: ModelRuntime) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> Any:
+        first = asyncio.ensure_future(batcher.run(runtime, *_inputs(1, 0)))
+        gone = asyncio.ensure_future(batcher.run(runtime, *_inputs(5, 1)))
+        await asyncio.sleep(0)  # both queued, the first running
+        gone.cancel()
+        last = await batcher.run(runtime, *_inputs(2, 2))
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return last
+
+    last, metrics = _with_batcher(BatchingPolicy(), body)
+    assert last.shape == (2, 28, 28)
+    assert 5 not in metrics.batches and 7 not in metrics.batches
+    assert metrics.depths[-1] == 0

@@ -1,0 +1,80 @@
+"""ServiceSettings: flags beat CVAE_* variables beat defaults; bad values name flag and variable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from service.settings import ServiceSettings, SettingsError, add_arguments, from_sources
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_are_valid_and_match_the_documented_ports() -> None:
+    settings = from_sources(_parse(), environ={})
+    assert settings == ServiceSettings()
+    assert (settings.port, settings.metrics_port) == (50051, 9464)
+    assert settings.model_repository == Path("models")
+    assert settings.batching is True
+
+
+def test_every_field_has_a_flag_and_an_environment_variable() -> None:
+    help_text = argparse.ArgumentParser()
+    add_arguments(help_text)
+    text = help_text.format_help()
+    for flag in (
+        "--model-repository", "--host", "--port", "--metrics-port", "--max-batch",
+        "--max-delay-ms", "--queue-size", "--max-images-per-request", "--grace-period",
+        "--intra-op-threads", "--reload-interval", "--log-format", "--tls-cert", "--tls-key",
+        "--tls-client-ca",
+    ):  # fmt: skip
+        assert flag in text
+        assert "CVAE_" + flag[2:].upper().replace("-", "_") in text
+
+
+def test_environment_fills_what_flags_leave_out() -> None:
+    environ = {"CVAE_PORT": "6000", "CVAE_MAX_DELAY_MS": "0.5", "CVAE_BATCHING": "off"}
+    settings = from_sources(_parse(), environ=environ)
+    assert settings.port == 6000
+    assert settings.max_delay_ms == 0.5
+    assert settings.batching is False
+
+
+def test_flag_beats_environment() -> None:
+    settings = from_sources(_parse("--port", "7000"), environ={"CVAE_PORT": "6000"})
+    assert settings.port == 7000
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["--port", "0"], {}, "--port (CVAE_PORT): 0 is outside [1, 65535]"),
+        (["--max-batch", "0"], {}, "--max-batch (CVAE_MAX_BATCH)"),
+        ([], {"CVAE_MAX_DELAY_MS": "-1"}, "--max-delay-ms (CVAE_MAX_DELAY_MS): -1.0 is outside"),
+        ([], {"CVAE_PORT": "fifty"}, "CVAE_PORT='fifty'"),
+        (["--batching", "maybe"], {}, "--batching='maybe'"),
+        (["--log-format", "xml"], {}, "--log-format (CVAE_LOG_FORMAT): 'xml' is not one of"),
+        (["--grace-period", "nan"], {}, "--grace-period='nan': must be finite"),
+        (["--tls-cert", "c.pem"], {}, "--tls-cert and --tls-key"),
+        (["--tls-client-ca", "ca.pem"], {}, "--tls-client-ca (CVAE_TLS_CLIENT_CA) needs"),
+        (["--queue-size", "10"], {}, "--queue-size (10) must be at least --max-images-per-request"),
+    ],
+)
+def test_bad_values_are_refused_naming_flag_and_variable(
+    argv: list[str], environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        from_sources(_parse(*argv), environ=environ)
+    assert expected in str(raised.value)
+
+
+def test_tls_paths_become_paths() -> None:
+    settings = from_sources(_parse("--tls-cert", "c.pem", "--tls-key", "k.pem"), environ={})
+    assert settings.tls
+    assert settings.tls_cert == Path("c.pem")
