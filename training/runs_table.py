@@ -37,7 +37,9 @@ def config_changes(config: dict[str, Any], default: dict[str, Any] | None = None
 def run_row(run: Path) -> list[str]:
     train = json.loads((run / "metrics.json").read_text())
     scores = json.loads((run / "eval" / "metrics.json").read_text())
-    changes = config_changes(scores["training_config"])
+    # The run's own record first: a checkpoint from before an option existed is read back with
+    # today's default for it, which the evaluator then reports.
+    changes = config_changes(train.get("train_config", scores["training_config"]))
     return [
         run.name,
         ", ".join(f"`{change}`" for change in changes) or "(the default)",

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import TrainConfig
+from training.config import TrainConfig, config_to_dict
 from training.data import load_mnist
 from training.label_guidance import LabelGuidance
 from training.loss import negative_elbo
@@ -254,6 +254,7 @@ class Trainer:
             "seconds_per_epoch": self.train_seconds / max(1, len(self.history)),
             "train_cpu_seconds": sum(row["cpu_seconds"] for row in self.history),
             "num_threads": self.config.num_threads,
+            "train_config": config_to_dict(self.config),
             "history": self.history,
         }
         (self.out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
