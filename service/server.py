@@ -64,6 +64,11 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
+    if settings.max_pending_rpcs > 0:
+        options += [
+            ("grpc.server.max_pending_requests", settings.max_pending_rpcs),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_rpcs),
+        ]
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
@@ -112,7 +117,10 @@ class GenerationServer:
             self.metrics,
             keep=settings.keep_versions,
         )
-        self.server = grpc.aio.server(options=grpc_options(settings))
+        self.server = grpc.aio.server(
+            options=grpc_options(settings),
+            maximum_concurrent_rpcs=settings.concurrent_rpcs_limit,
+        )
         self._stopping = asyncio.Event()
         self._metrics_http: Any = None
         self._tasks: set[asyncio.Future[Any]] = set()

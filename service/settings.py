@@ -79,6 +79,27 @@ class ServiceSettings:
         default=4096, metadata=_about("most images waiting; beyond: RESOURCE_EXHAUSTED", minimum=1)
     )
     """Bound of the batching queue, in images; a request that does not fit is refused at once."""
+    max_concurrent_rpcs: int = field(
+        default=0,
+        metadata=_about(
+            "most calls handled at once; beyond: RESOURCE_EXHAUSTED; 0: auto, -1: no limit",
+            minimum=-1,
+        ),
+    )
+    """gRPC's own limit on calls being handled (health and reflection included): an excess call
+    is refused by grpc.aio's intake with RESOURCE_EXHAUSTED before any service code runs, so that
+    under overload refusals stay cheap and fast. 0 sizes it from the queue: queue_size // 8
+    (512 by default), at least 64; -1 turns the limit off."""
+    max_pending_rpcs: int = field(
+        default=64,
+        metadata=_about(
+            "calls waiting for the server's event loop; beyond: RESOURCE_EXHAUSTED; 0: no limit",
+        ),
+    )
+    """gRPC core's queue of calls that arrived but were not yet taken by grpc.aio's event loop
+    (grpc.server.max_pending_requests; the hard limit is twice this, calls between the two are
+    refused at random with rising probability). When the loop falls behind, excess calls are
+    refused by gRPC's C core without any Python work, in well under a millisecond."""
     max_images_per_request: int = field(
         default=1024, metadata=_about("most images in one Generate", minimum=1)
     )
@@ -166,6 +187,13 @@ class ServiceSettings:
                 f"--stream-chunk-size ({self.stream_chunk_size}) must not exceed "
                 f"--max-images-per-request ({self.max_images_per_request})"
             )
+
+    @property
+    def concurrent_rpcs_limit(self) -> int | None:
+        """The value for grpc.aio.server(maximum_concurrent_rpcs=...); None: no limit."""
+        if self.max_concurrent_rpcs < 0:
+            return None
+        return self.max_concurrent_rpcs or max(64, self.queue_size // 8)
 
     @property
     def tls(self) -> bool:

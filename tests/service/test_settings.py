@@ -83,3 +83,18 @@ def test_tls_paths_become_paths() -> None:
 def test_choices_match_case_insensitively() -> None:
     assert from_sources(_parse("--log-level", "debug"), environ={}).log_level == "DEBUG"
     assert from_sources(_parse(), environ={"CVAE_LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_overload_limits_become_grpc_server_options() -> None:
+    from service.server import grpc_options
+
+    settings = from_sources({}, environ={"CVAE_MAX_PENDING_RPCS": "32"})
+    options = dict(grpc_options(settings))
+    assert options["grpc.server.max_pending_requests"] == 32
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 64
+    assert settings.concurrent_rpcs_limit == 4096 // 8
+    assert "grpc.server.max_pending_requests" not in dict(
+        grpc_options(from_sources({"max_pending_rpcs": 0}, environ={}))
+    )
+    assert from_sources({"max_concurrent_rpcs": -1}, environ={}).concurrent_rpcs_limit is None
+    assert from_sources({"max_concurrent_rpcs": 7}, environ={}).concurrent_rpcs_limit == 7
