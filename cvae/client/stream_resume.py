@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from cvae.client.types import GenerateResult
+from cvae.client.types import Encoding, GenerateResult, build_request
+from cvae.v1 import generator_pb2 as pb
 
 
 class StreamProgress:
@@ -40,6 +41,28 @@ class StreamProgress:
 
     def remaining_latents(self) -> np.ndarray | None:
         return None if self.latents is None else self.latents[self._base :]
+
+    def next_request(
+        self,
+        *,
+        temperature: float,
+        encoding: Encoding,
+        model_version: str | None,
+        chunk_size: int,
+        omit_latents: bool,
+    ) -> pb.GenerateRequest:
+        """Begin an attempt and build the request for what is still missing."""
+        self.begin_attempt()
+        return build_request(
+            self.remaining_labels(),
+            seed=self.seed,
+            temperature=temperature,
+            latents=self.remaining_latents(),
+            encoding=encoding,
+            model_version=model_version or self.model_version,
+            chunk_size=chunk_size,
+            omit_latents=omit_latents,
+        )
 
     def accept(self, result: GenerateResult) -> GenerateResult | None:
         """Map a message of the current request onto the original one; None if all seen."""

@@ -118,14 +118,10 @@ class Client:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         backoffs = self.retry.backoffs(self._rng)
         while True:
-            progress.begin_attempt()
-            request = build_request(
-                progress.remaining_labels(),
-                seed=progress.seed,
+            request = progress.next_request(
                 temperature=temperature,
-                latents=progress.remaining_latents(),
                 encoding=encoding,
-                model_version=model_version or progress.model_version,
+                model_version=model_version,
                 chunk_size=chunk_size,
                 omit_latents=omit_latents,
             )
