@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 
 import grpc
 
-_DEFAULT_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# CANCELLED that reaches the client as an RpcError was not the caller's doing (a caller's own
+# cancellation surfaces as KeyboardInterrupt or asyncio.CancelledError): it is the server's
+# overload guard (gRPC core refuses calls beyond --max-pending-rpcs with CANCELLED) or a drain.
+_DEFAULT_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def test_only_transient_codes_are_retried_by_default() -> None:
     policy = RetryPolicy()
     assert policy.is_retryable(grpc.StatusCode.UNAVAILABLE)
     assert policy.is_retryable(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert policy.is_retryable(grpc.StatusCode.CANCELLED)  # the server's overload guard
     assert not policy.is_retryable(grpc.StatusCode.INVALID_ARGUMENT)
     assert not policy.is_retryable(grpc.StatusCode.NOT_FOUND)
 
