@@ -9,10 +9,8 @@ the previous version; this adds the other breakages and checks every answer, not
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from cvae.v1 import generator_pb2 as pb
 from service.codec import to_uint8
 from service.sampler import sample_latents
+from tests.service.load import GenerateLoad
 from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess
 from tests.service.test_reload import _publish, _wait_for
@@ -30,44 +29,11 @@ _IMAGES_PER_CALL = 8
 _REFUSALS = 'outcome="refused"'
 
 
-class _Callers:
-    """Threads sending seeded 8-image Generate calls; keeps (seed, labels, version, images)."""
-
-    def __init__(self, server: ServerProcess, threads: int = 4) -> None:
-        self._server = server
-        self._stop = threading.Event()
-        self.answers: list[tuple[int, list[int], str, bytes]] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, index: int) -> None:
-        stub = self._server.stub
-        seed = index * 1_000_000
-        while not self._stop.is_set():
-            seed += 1
-            labels = [(seed + i) % 10 for i in range(_IMAGES_PER_CALL)]
-            request = pb.GenerateRequest(labels=labels, seed=seed, omit_latents=True)
-            try:
-                response = stub.Generate(request, timeout=30)
-                self.answers.append((seed, labels, response.model_version, response.images.data))
-            except grpc.RpcError as error:
-                self.errors.append(f"{error.code()}: {error.details()}")
-
-    def count(self) -> int:
-        return len(self.answers)
-
-    def __enter__(self) -> _Callers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+def _eight_labels(seed: int) -> list[int]:
+    return [(seed + i) % 10 for i in range(_IMAGES_PER_CALL)]
 
 
-def _more_answers(callers: _Callers, how_many: int, what: str) -> None:
+def _more_answers(callers: GenerateLoad, how_many: int, what: str) -> None:
     target = callers.count() + how_many
     _wait_for(lambda: callers.count() >= target, what)
 
@@ -82,7 +48,7 @@ def test_broken_versions_are_refused_under_load_and_a_good_one_swaps_in_cleanly(
     good = str(len(_BREAKAGES) + 2)
     try:
         stub = server.stub
-        with _Callers(server) as callers:
+        with GenerateLoad(server, _eight_labels) as callers:
             _more_answers(callers, 20, "answers from version 1")
             for number, breakage in enumerate(_BREAKAGES, start=2):
                 _publish(root, str(number), seed=number, breakage=breakage)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from cvae.v1 import generator_pb2 as pb
 from service.codec import to_uint8
 from service.sampler import sample_latents
+from tests.service.load import GenerateLoad
 from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess
 
@@ -34,38 +34,8 @@ def _publish(root: Path, version: str, seed: int, breakage: str | None = None) -
     shutil.rmtree(staging)
 
 
-class _Load:
-    """Threads sending seeded Generate calls until stopped, keeping every answer and error."""
-
-    def __init__(self, server: ServerProcess, threads: int = 4) -> None:
-        self._server = server
-        self._stop = threading.Event()
-        self.answers: list[tuple[int, list[int], str, bytes]] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, index: int) -> None:
-        stub = self._server.stub
-        seed = index * 1_000_000
-        while not self._stop.is_set():
-            seed += 1
-            labels = [seed % 10, (seed // 10) % 10]
-            try:
-                request = pb.GenerateRequest(labels=labels, seed=seed, omit_latents=True)
-                response = stub.Generate(request, timeout=30)
-                self.answers.append((seed, labels, response.model_version, response.images.data))
-            except grpc.RpcError as error:
-                self.errors.append(f"{error.code()}: {error.details()}")
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+def _two_labels(seed: int) -> list[int]:
+    return [seed % 10, (seed // 10) % 10]
 
 
 def _wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -91,7 +61,7 @@ def test_hot_reload_under_load(tmp_path: Path) -> None:
     server = ServerProcess(root, "--reload-interval", "0.2").start()
     try:
         stub = server.stub
-        with _Load(server) as load:
+        with GenerateLoad(server, _two_labels) as load:
             _wait_for(lambda: len(load.answers) > 20, "answers from version 1")
 
             _publish(root, "2", seed=2)  # found by the repository watch
