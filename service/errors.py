@@ -1,8 +1,10 @@
-"""Domain errors that carry their gRPC status code; the servicer maps them in one place."""
+"""Domain errors carrying their gRPC status code (by name); the servicer maps them in one place.
+
+No grpc import here: `cvae serve --workers N` checks the repository (ModelLoadError) in a
+supervisor that must not load grpc before it starts its workers.
+"""
 
 from __future__ import annotations
-
-import grpc
 
 _SHOWN_CHARS = 40
 
@@ -16,39 +18,39 @@ def brief(value: object) -> str:
 
 
 class ServiceError(Exception):
-    """An error to report to the caller with `code` and this message."""
+    """An error to report to the caller with status `code` and this message."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: str = "INTERNAL"  # a grpc.StatusCode name
 
 
 class InvalidArgument(ServiceError):
     """The request itself is wrong; the message names the field and the allowed range."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class VersionNotFound(ServiceError):
     """The request pins a model version this server has not loaded."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class Overloaded(ServiceError):
     """The queue is full: the caller should back off and retry."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
 
 
 class NotReady(ServiceError):
     """No model is loaded yet, or the server is shutting down."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
 
 class DeadlineExpired(ServiceError):
     """The caller's deadline passed before the work ran; it was dropped, not computed."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
 
 
 class ModelLoadError(Exception):

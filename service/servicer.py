@@ -182,13 +182,13 @@ class _Call:
                 code = "CANCELLED"
                 return False
             if isinstance(error, ServiceError):
-                code = error.code.name
+                code = error.code
                 if self._context.done():  # deadline passed or caller gone: already answered
                     raise asyncio.CancelledError
                 # Status without context.abort(): abort's AbortError would keep this call's
                 # frames, and so the request, in a reference cycle with the call's state
                 # until a full garbage collection (a 2M-label request leaked ~33 MB).
-                self._context.set_code(error.code)
+                self._context.set_code(grpc.StatusCode[error.code])
                 self._context.set_details(str(error))
                 return True
             if self._context.done():  # e.g. a write raced the caller's cancel: nothing to answer
