@@ -27,12 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     from service.memory import return_big_buffers_to_os
 
     return_big_buffers_to_os()  # before anything big is allocated
-    # Heavy imports (grpc, onnxruntime, numpy) only when actually serving.
-    import asyncio
-
     from service.errors import ModelLoadError
     from service.logs import configure_logging
-    from service.server import StartupError, serve
 
     try:
         settings = settings_module.from_sources(args)
@@ -40,6 +36,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cvae serve: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if settings.workers > 1:
+        # A supervisor of worker processes; it must not import grpc before they start.
+        from service.workers import SupervisorError, supervise
+
+        try:
+            return supervise(settings)
+        except (ModelLoadError, SupervisorError) as error:
+            print(f"cvae serve: {error}", file=sys.stderr)
+            return 1
+    # Heavy imports (grpc, onnxruntime, numpy) only when actually serving.
+    import asyncio
+
+    from service.server import StartupError, serve
+
     try:
         return asyncio.run(serve(settings))
     except (ModelLoadError, StartupError) as error:

@@ -9,10 +9,25 @@ import time
 from typing import Any
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_WORKER_TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s [worker %(worker)d pid %(process)d] %(name)s: %(message)s"
+)
+
+
+class _WorkerTag(logging.Filter):
+    """Stamps each record with the index of the worker process (`cvae serve --workers N`)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
 
 
 class JsonFormatter(logging.Formatter):
-    """{"time", "level", "logger", "message", "process"[, "exception"]} on one line."""
+    """{"time", "level", "logger", "message", "process"[, "worker"][, "exception"]} on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
@@ -23,16 +38,25 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "process": record.process,
         }
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            document["worker"] = worker
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)
 
 
-def configure_logging(log_format: str, level: str) -> None:
-    """Send the root logger's records to stderr in `log_format` ("text" or "json")."""
+def configure_logging(log_format: str, level: str, worker: int | None = None) -> None:
+    """Send the root logger's records to stderr in `log_format` ("text" or "json").
+
+    `worker`: the index of this worker process; each line then names it and its pid.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT)
+    text_format = _TEXT_FORMAT if worker is None else _WORKER_TEXT_FORMAT
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(text_format)
     handler.setFormatter(formatter)
+    if worker is not None:
+        handler.addFilter(_WorkerTag(worker))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

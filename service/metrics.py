@@ -53,12 +53,16 @@ class ServiceMetrics:
         self.images_generated = Counter(
             "cvae_images_generated", "Images sent to callers", registry=registry
         )
+        # multiprocess_mode: how `cvae serve --workers N` (service/worker_metrics.py) combines
+        # the workers' values; a single process ignores it. Queues add up; a version is loaded
+        # when any live worker has it.
         self.queue_depth = Gauge(
-            "cvae_queue_depth", "Images waiting for a decoder call", registry=registry
-        )
+            "cvae_queue_depth", "Images waiting for a decoder call", registry=registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.model_info = Gauge(
             "cvae_model_info", "1 for each loaded model version", ["name", "version"],
-            registry=registry,
+            registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.model_reloads = Counter(
             "cvae_model_reloads", "Model versions loaded or refused, by outcome", ["outcome"],
@@ -106,6 +110,8 @@ class ServiceMetrics:
         self.model_reloads.labels("loaded").inc()
 
     def model_unloaded(self, name: str, version: str) -> None:
+        # 0 first: with several workers the value lives on in a file after remove().
+        self.model_info.labels(name, version).set(0)
         with contextlib.suppress(KeyError):
             self.model_info.remove(name, version)
 

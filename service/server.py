@@ -51,7 +51,7 @@ def usable_cpus() -> int:
 
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
-    threads = settings.intra_op_threads or usable_cpus()
+    threads = settings.intra_op_threads or max(1, usable_cpus() // settings.workers)
     return RuntimeOptions(intra_op_threads=threads)
 
 
@@ -60,7 +60,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # One process owns the port: a second server on it fails instead of sharing silently.
-        ("grpc.so_reuseport", 0),
+        # Several workers (service/workers.py) share it: the kernel spreads connections.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]

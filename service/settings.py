@@ -55,8 +55,11 @@ class ServiceSettings:
     """Which <name> folder of the repository to serve; required when there are several."""
     host: str = field(default="0.0.0.0", metadata=_about("address to listen on"))
     """Interface the gRPC server binds ("0.0.0.0" all IPv4, "[::]" all IPv6 and IPv4)."""
-    port: int = field(default=50051, metadata=_about("gRPC port", minimum=1, maximum=65535))
-    """TCP port of the gRPC server."""
+    port: int = field(
+        default=50051, metadata=_about("gRPC port; 0 picks a free one", maximum=65535)
+    )
+    """TCP port of the gRPC server; with 0 the system picks one, and the SERVING log line says
+    which."""
     metrics_port: int = field(
         default=9464, metadata=_about("Prometheus /metrics port; 0 turns it off", maximum=65535)
     )
@@ -127,7 +130,15 @@ class ServiceSettings:
     intra_op_threads: int = field(
         default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
     )
-    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use."""
+    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use, divided
+    among the workers (at least 1 each)."""
+    workers: int = field(
+        default=1,
+        metadata=_about("server processes sharing the gRPC port", minimum=1, maximum=64),
+    )
+    """Above 1, `cvae serve` becomes a supervisor of this many server processes listening on one
+    port (SO_REUSEPORT), each with its own event loop, batcher, model copy and health; /metrics
+    (served by the supervisor) sums them. 1 is a single process that owns its port."""
     decoder_slots: int = field(
         default=1, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
     )

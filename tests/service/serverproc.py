@@ -161,11 +161,18 @@ class ServerProcess:
 
 
 def run_serve(
-    repository: Path, *args: str, timeout: float = 60.0
+    repository: Path, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `cvae serve` expecting it to exit by itself (a start failure)."""
     command = [
         sys.executable, "-m", "cvae", "serve", "--model-repository", str(repository),
         "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0", *args,
     ]  # fmt: skip
-    return subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command,
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

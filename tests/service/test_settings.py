@@ -32,7 +32,7 @@ def test_every_field_has_a_flag_and_an_environment_variable() -> None:
         "--model-repository", "--host", "--port", "--metrics-port", "--max-batch",
         "--max-delay-ms", "--queue-size", "--max-images-per-request", "--grace-period",
         "--intra-op-threads", "--reload-interval", "--log-format", "--tls-cert", "--tls-key",
-        "--tls-client-ca",
+        "--tls-client-ca", "--workers",
     ):  # fmt: skip
         assert flag in text
         assert "CVAE_" + flag[2:].upper().replace("-", "_") in text
@@ -46,6 +46,12 @@ def test_environment_fills_what_flags_leave_out() -> None:
     assert settings.batching is False
 
 
+def test_workers_default_to_one_process_and_come_from_the_environment() -> None:
+    assert from_sources(_parse(), environ={}).workers == 1
+    assert from_sources(_parse(), environ={"CVAE_WORKERS": "3"}).workers == 3
+    assert from_sources(_parse("--workers", "2"), environ={"CVAE_WORKERS": "3"}).workers == 2
+
+
 def test_flag_beats_environment() -> None:
     settings = from_sources(_parse("--port", "7000"), environ={"CVAE_PORT": "6000"})
     assert settings.port == 7000
@@ -54,7 +60,8 @@ def test_flag_beats_environment() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "expected"),
     [
-        (["--port", "0"], {}, "--port (CVAE_PORT): 0 is outside [1, 65535]"),
+        (["--port", "-1"], {}, "--port (CVAE_PORT): -1 is outside [0, 65535]"),
+        ([], {"CVAE_WORKERS": "0"}, "--workers (CVAE_WORKERS): 0 is outside [1, 64]"),
         (["--max-batch", "0"], {}, "--max-batch (CVAE_MAX_BATCH)"),
         ([], {"CVAE_MAX_DELAY_MS": "-1"}, "--max-delay-ms (CVAE_MAX_DELAY_MS): -1.0 is outside"),
         ([], {"CVAE_PORT": "fifty"}, "CVAE_PORT='fifty'"),
