@@ -179,6 +179,17 @@ def test_every_worker_is_serving_and_answers_with_identical_images(
     assert len(set.union(*answers.values())) == 1  # the same bytes from each worker
 
 
+def test_the_supervisor_never_loads_grpc_or_onnxruntime(
+    two_workers: tuple[ServerProcess, dict[int, int]],
+) -> None:
+    server, pids = two_workers
+    assert server.process is not None
+    supervisor = Path(f"/proc/{server.process.pid}/maps").read_text()
+    worker = Path(f"/proc/{pids[0]}/maps").read_text()
+    assert "cygrpc" in worker and "onnxruntime" in worker
+    assert "cygrpc" not in supervisor and "onnxruntime" not in supervisor
+
+
 def test_supervisor_metrics_sum_the_workers(
     two_workers: tuple[ServerProcess, dict[int, int]],
 ) -> None:
