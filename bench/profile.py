@@ -102,33 +102,51 @@ def _shares(counts: Counter[str], total: int, top: int) -> list[tuple[str, float
 
 
 def group_cpu_seconds(process_group: int) -> float:
-    """User + system CPU seconds of the live processes of one process group (server + workers)."""
+    """User + system CPU seconds of a server's live processes (see `_server_processes`)."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
+    for fields in _server_processes(process_group).values():
         # after the command: state ppid pgrp session ... utime (index 11) stime (12)
-        if int(fields[2]) == process_group:
-            total += int(fields[11]) + int(fields[12])
+        total += int(fields[11]) + int(fields[12])
     return total / _CLOCK_TICKS
 
 
 def group_rss_mib(process_group: int) -> float:
     total_kib = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for pid in _server_processes(process_group):
         try:
-            text = status.read_text()
-            stat = (status.parent / "stat").read_text().rsplit(")", 1)[1].split()
+            text = Path(f"/proc/{pid}/status").read_text()
         except OSError:
-            continue
-        if int(stat[2]) != process_group:
             continue
         for line in text.splitlines():
             if line.startswith("VmRSS:"):
                 total_kib += int(line.split()[1])
     return total_kib / 1024
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each live child of `pid` (e.g. the workers of `cvae serve`)."""
+    return {
+        child: (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        for child, fields in _server_processes(pid).items()
+        if int(fields[1]) == pid
+    }
+
+
+def _server_processes(process_group: int) -> dict[int, list[str]]:
+    """/proc/PID/stat fields (after the command) of the processes of one process group and of
+    their descendants in other groups (`cvae serve --workers` gives each worker its own)."""
+    stats: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    members = {pid for pid, fields in stats.items() if int(fields[2]) == process_group}
+    while True:
+        children = {pid for pid, fields in stats.items() if int(fields[1]) in members}
+        if children <= members:
+            return {pid: stats[pid] for pid in members}
+        members |= children
 
 
 def py_spy_path() -> str | None:

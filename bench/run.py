@@ -79,6 +79,8 @@ def _service_plans(options: BenchOptions) -> list[tuple[ServiceConfig, list[Scen
         (ServiceConfig(batching=False), batching_off, False),
         (ServiceConfig(batching=True, intra_op_threads=1), variants, False),
         (ServiceConfig(batching=True, intra_op_threads=1, decoder_slots=2), variants, False),
+        # Processes on one port (SO_REUSEPORT): each its own GIL and event loop.
+        (ServiceConfig(batching=True, workers=2), variants, False),
     ]
 
 

@@ -115,6 +115,17 @@ def grpc_serving(port: int, service: str = GENERATOR_SERVICE) -> Callable[[], bo
     return ready
 
 
+def logged_serving(log_path: Path, processes: int) -> Callable[[], bool]:
+    """True once `processes` SERVING lines are in the log: each worker of `--workers` logs one,
+    and a health check reaches only the worker its connection landed on."""
+
+    def ready() -> bool:
+        text = log_path.read_text(errors="replace")
+        return text.count("service.server: SERVING ") >= processes
+
+    return ready
+
+
 def http_ok(url: str) -> Callable[[], bool]:
     def ready() -> bool:
         try:
@@ -137,6 +148,8 @@ class ServiceConfig:
     """0 leaves the service's own default (the CPUs the process may use)."""
     decoder_slots: int = 1
     """Decoder calls that may run at once (`--decoder-slots`)."""
+    workers: int = 1
+    """Server processes sharing the port (`--workers`)."""
     extra_args: tuple[str, ...] = ()
 
     def label(self) -> str:
@@ -150,6 +163,8 @@ class ServiceConfig:
             parts.append(f"{self.intra_op_threads} ORT thread{plural}")
         if self.decoder_slots > 1:
             parts.append(f"{self.decoder_slots} decoder slots")
+        if self.workers > 1:
+            parts.append(f"{self.workers} workers")
         return ", ".join(parts)
 
 
@@ -173,5 +188,7 @@ def cvae_service(
         args += ["--intra-op-threads", str(config.intra_op_threads)]
     if config.decoder_slots > 1:
         args += ["--decoder-slots", str(config.decoder_slots)]
+    if config.workers > 1:
+        args += ["--workers", str(config.workers)]
     args += config.extra_args
     return ServerProcess("cvae serve", args, log_path), port, metrics_port

@@ -20,6 +20,7 @@ from bench.servers import (
     cvae_service,
     free_port,
     grpc_serving,
+    logged_serving,
     running,
 )
 
@@ -57,7 +58,8 @@ def run_config(
     section: dict[str, Any] = {"config": config.label(), "rows": []}
     started = time.monotonic()
     try:
-        with running(server, grpc_serving(port), STARTUP_TIMEOUT_S):
+        serving, every_worker = grpc_serving(port), logged_serving(server.log_path, config.workers)
+        with running(server, lambda: serving() and every_worker(), STARTUP_TIMEOUT_S):
             section["seconds_to_serving"] = time.monotonic() - started
             section["checks"] = [
                 client_checks.check_generate(port, images, encoding, model.image_shape)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +87,42 @@ def test_cpu_and_memory_of_this_process_group_are_read_from_proc() -> None:
     sum(range(200_000))  # some CPU of our own
     assert group_cpu_seconds(group) > 0
     assert group_rss_mib(group) > 1
+
+
+def test_children_in_their_own_process_group_count_with_their_parent() -> None:
+    # A server (its own session and group) whose worker moves to a group of its own.
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_WITH_WORKER], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert server.stdout is not None
+    worker = int(server.stdout.readline())
+    try:
+        deadline = time.monotonic() + 30
+        while os.getpgid(worker) != worker:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server_alone = _rss_mib(server.pid)
+        worker_alone = group_rss_mib(worker)
+        assert worker_alone > 1
+        assert group_rss_mib(server.pid) >= server_alone + 0.9 * worker_alone
+        assert group_cpu_seconds(server.pid) >= group_cpu_seconds(worker)
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+_SERVER_WITH_WORKER = """
+import subprocess, sys, time
+code = "import os, time; os.setpgid(0, 0); time.sleep(60)"
+worker = subprocess.Popen([sys.executable, "-c", code])
+print(worker.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
