@@ -52,7 +52,7 @@ def usable_cpus() -> int:
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
     threads = settings.intra_op_threads or usable_cpus()
-    return RuntimeOptions(intra_op_threads=threads)
+    return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
 
 
 def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
@@ -106,6 +106,7 @@ class GenerationServer:
                 batching=settings.batching,
                 queue_size=settings.queue_size,
                 concurrency=settings.decoder_slots,
+                decoder_niceness=settings.decoder_niceness,
             ),
             self.metrics,
         )
