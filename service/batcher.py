@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from service.errors import DeadlineExpired, Overloaded, ServiceError
+from service.priority import lower_this_thread
 from service.runtime import ModelRuntime
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class BatchingPolicy:
     batching: bool = True
     queue_size: int = 4096
     concurrency: int = 1
+    decoder_niceness: int = 0  # nice value added to the decoder threads (service.priority)
 
 
 class BatcherMetrics(Protocol):
@@ -105,7 +107,10 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._executor = ThreadPoolExecutor(
-            max_workers=policy.concurrency, thread_name_prefix="decoder"
+            max_workers=policy.concurrency,
+            thread_name_prefix="decoder",
+            initializer=lower_this_thread,
+            initargs=(policy.decoder_niceness,),
         )
 
     @property

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import ModelLoadError
+from service.priority import call_in_lowered_thread
 from service.repository import ModelSpec, read_spec
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class RuntimeOptions:
     intra_op_threads: int = 1
     # Busy-waiting worker threads steal the CPU the gRPC event loop needs; keep them asleep.
     allow_spinning: bool = False
+    # Nice value added to onnxruntime's worker threads (see service.priority); 0: unchanged.
+    niceness: int = 0
 
 
 class ModelRuntime:
@@ -83,8 +86,14 @@ def _open_session(spec: ModelSpec, options: RuntimeOptions) -> ort.InferenceSess
     spinning = "1" if options.allow_spinning else "0"
     session_options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     try:
-        return ort.InferenceSession(
-            str(spec.onnx_path), sess_options=session_options, providers=["CPUExecutionProvider"]
+        # The intra-op pool is created here and inherits the creating thread's priority.
+        return call_in_lowered_thread(
+            options.niceness,
+            lambda: ort.InferenceSession(
+                str(spec.onnx_path),
+                sess_options=session_options,
+                providers=["CPUExecutionProvider"],
+            ),
         )
     except Exception as error:  # onnxruntime raises its own, undocumented exception types
         first_line = _first_line(error)

@@ -52,7 +52,7 @@ def usable_cpus() -> int:
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
     threads = settings.intra_op_threads or max(1, usable_cpus() // settings.workers)
-    return RuntimeOptions(intra_op_threads=threads)
+    return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
 
 
 def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
@@ -107,6 +107,7 @@ class GenerationServer:
                 batching=settings.batching,
                 queue_size=settings.queue_size,
                 concurrency=settings.decoder_slots,
+                decoder_niceness=settings.decoder_niceness,
             ),
             self.metrics,
         )

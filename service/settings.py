@@ -144,6 +144,12 @@ class ServiceSettings:
     )
     """Batches run concurrently (each with intra_op_threads). Above 1, a batch that starts while
     another runs waits until it is full or max_delay_ms old."""
+    decoder_niceness: int = field(
+        default=10, metadata=_about("nice value added to decoder threads", minimum=0, maximum=19)
+    )
+    """Decoder threads (and onnxruntime's) run this much below the event loop's CPU priority, so
+    the loop refuses excess calls and answers health checks at once while the decoder is busy;
+    the decoder still gets every cycle the loop leaves idle. 0 keeps one priority (Linux only)."""
     reload_interval: float = field(
         default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
     )

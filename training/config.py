@@ -88,6 +88,12 @@ class TrainConfig:
     # that weight rises linearly from 0 over this many epochs
     label_guidance_samples: int = 32
     # prior samples decoded and scored per training step
+    label_guidance_fit_epochs: int = 0
+    # the guidance classifier trains on real batches for this many epochs, then stays fixed
+    # (0: the whole run)
+    compute_dtype: str = "float32"
+    # float32 | bfloat16: autocast dtype of the training forward passes (weights, optimizer,
+    # loss, validation and export stay float32)
     seed: int = 0
     num_threads: int = 2
     # torch intra-op threads
@@ -110,11 +116,17 @@ class TrainConfig:
         _require(self.label_guidance >= 0, "label_guidance must be >= 0")
         _require(self.label_guidance_warmup_epochs >= 0, "label_guidance_warmup_epochs: >= 0")
         _require(self.label_guidance_samples > 0, "label_guidance_samples must be positive")
+        _require(self.label_guidance_fit_epochs >= 0, "label_guidance_fit_epochs must be >= 0")
+        _require(
+            self.compute_dtype in _COMPUTE_DTYPES,
+            f"compute_dtype is one of {', '.join(_COMPUTE_DTYPES)}",
+        )
         _require(self.num_threads > 0, "num_threads must be positive")
         _require(self.train_subset >= 0 and self.valid_subset >= 0, "subsets must be >= 0")
 
 
 _SCHEDULES = ("onecycle", "cosine", "constant")
+_COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def _require(condition: bool, message: str) -> None:

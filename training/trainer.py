@@ -191,11 +191,13 @@ class Trainer:
             index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
             x, label = self.train_data.images[index], self.train_data.labels[index]
             step = self.epoch * self.steps_per_epoch + batch_index
-            logits, mu, logvar = self.model(x, label)
-            loss, recon, kl = negative_elbo(
-                logits, x, mu, logvar, self.schedules.kl_weight(step), config.free_bits
-            )
+            with self._autocast():
+                logits, mu, logvar = self.model(x, label)
             guidance = self._guidance_loss(x, label)
+            loss, recon, kl = negative_elbo(
+                logits.float(), x, mu.float(), logvar.float(),
+                self.schedules.kl_weight(step), config.free_bits,
+            )  # fmt: skip
             loss = loss + self.schedules.guidance_weight(step) * guidance
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,15 +220,24 @@ class Trainer:
         stats["kl_weight"] = self.schedules.kl_weight(step)
         return stats
 
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the forward passes when configured; a no-op for float32."""
+        return torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=self.config.compute_dtype == "bfloat16"
+        )
+
     def _guidance_loss(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Fit the guidance classifier on the real batch, then score decoded prior samples."""
         if self.guidance is None:
             return torch.zeros(())
-        self.guidance.fit_step(x, label)
+        fit_epochs = self.config.label_guidance_fit_epochs
+        if fit_epochs == 0 or self.epoch < fit_epochs:
+            self.guidance.fit_step(x, label)
         count = self.config.label_guidance_samples
         z = torch.randn(count, self.config.model.latent_dim)  # (S, latent)
         wanted = torch.randint(self.config.model.num_classes, (count,))
-        return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted)
+        with self._autocast():
+            return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted).float()
 
     def _save_last(self) -> None:
         save_checkpoint(

@@ -61,3 +61,7 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
         ModelConfig(num_classes=3)
     with pytest.raises(ConfigError, match="cannot read"):
         load_toml(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="compute_dtype"):
+        TrainConfig(compute_dtype="float16")
+    with pytest.raises(ConfigError, match="label_guidance_fit_epochs"):
+        TrainConfig(label_guidance_fit_epochs=-1)

@@ -63,3 +63,36 @@ def test_label_guidance_adds_a_finite_classifier_term(
     row = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
     assert math.isfinite(row["guidance"]) and row["guidance"] > 0
     assert row["loss"] > row["recon"] + row["kl"]  # the guidance term is in the optimised loss
+
+
+def test_bfloat16_compute_trains_a_float32_model(
+    tmp_path: Path, tiny_train_config: TrainConfig
+) -> None:
+    config = replace(tiny_train_config, compute_dtype="bfloat16", label_guidance=1.0)
+    Trainer(config, tmp_path, progress=False).run()
+    row = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
+    assert all(math.isfinite(row[key]) for key in ("loss", "recon", "kl", "guidance"))
+    model, saved, _ = load_checkpoint(tmp_path / "best.pt")
+    assert saved.compute_dtype == "bfloat16"
+    assert {tensor.dtype for tensor in model.state_dict().values()} == {torch.float32}
+
+
+def test_guidance_classifier_stops_fitting_after_its_epochs(
+    tmp_path: Path, tiny_train_config: TrainConfig
+) -> None:
+    config = replace(tiny_train_config, epochs=2, label_guidance=1.0, label_guidance_fit_epochs=1)
+    trainer = Trainer(config, tmp_path, progress=False)
+    assert trainer.guidance is not None
+    trainer.run(stop_after_epoch=1)
+    after_first = {k: v.clone() for k, v in trainer.guidance.classifier.state_dict().items()}
+    trainer.run()
+    after_second = trainer.guidance.classifier.state_dict()
+    assert all(torch.equal(after_first[k], after_second[k]) for k in after_first)
+    fitted = Trainer(replace(config, label_guidance_fit_epochs=0), tmp_path / "b", progress=False)
+    assert fitted.guidance is not None
+    fitted.run(stop_after_epoch=1)
+    before = {k: v.clone() for k, v in fitted.guidance.classifier.state_dict().items()}
+    fitted.run()
+    assert not all(
+        torch.equal(before[k], v) for k, v in fitted.guidance.classifier.state_dict().items()
+    )
