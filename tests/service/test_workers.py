@@ -272,10 +272,11 @@ def test_a_dead_worker_stops_the_others_and_the_supervisor_fails(model_repo: Pat
 
 
 def test_killed_supervisor_takes_its_workers_along_and_port_zero_is_shared(
-    model_repo: Path,
+    model_repo: Path, tmp_path: Path
 ) -> None:
     mark = _marked()
-    server = ServerProcess(model_repo, "--workers", "2", "--port", "0", metrics=False, env=mark)
+    env = {**mark, "TMPDIR": str(tmp_path)}  # a killed supervisor leaves its metrics folder
+    server = ServerProcess(model_repo, "--workers", "2", "--port", "0", metrics=False, env=env)
     server.start(wait=False)
     try:
         deadline = time.monotonic() + 60
