@@ -7,6 +7,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 PORT ?= 50051
 METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
+MODEL_VERSION ?= 2
 
 .PHONY: help serve test lint fmt proto model bench soak constraints clean
 
@@ -47,15 +48,16 @@ fmt: $(VENV)/.dev  ## format the code
 proto: $(VENV)/.dev  ## regenerate the gRPC stubs from protos/
 	$(BIN)/python -m cvae.protogen
 
-# Reproduces the shipped models/cvae-mnist/1 (and docs/model-card.md, docs/images/samples.png).
+# Reproduces the shipped models/cvae-mnist/$(MODEL_VERSION) (and docs/model-card.md,
+# docs/images/samples.png). Earlier versions stay: a version's bytes never change once published.
 model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	$(BIN)/cvae train --out runs/default
 	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval --iw-images 100
 	rm -rf runs/default/repository
-	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository runs/default/repository --version 1
-	rm -rf $(MODEL_REPOSITORY)/cvae-mnist/1
+	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository runs/default/repository --version $(MODEL_VERSION)
+	rm -rf $(MODEL_REPOSITORY)/cvae-mnist/$(MODEL_VERSION)
 	mkdir -p $(MODEL_REPOSITORY)/cvae-mnist docs/images
-	cp -r runs/default/repository/cvae-mnist/1 $(MODEL_REPOSITORY)/cvae-mnist/1
+	cp -r runs/default/repository/cvae-mnist/$(MODEL_VERSION) $(MODEL_REPOSITORY)/cvae-mnist/$(MODEL_VERSION)
 	cp runs/default/eval/samples.png docs/images/samples.png
 	sed 's|(samples.png)|(images/samples.png)|' runs/default/eval/model_card.md > docs/model-card.md
 

