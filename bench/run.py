@@ -77,8 +77,9 @@ def _service_plans(options: BenchOptions) -> list[tuple[ServiceConfig, list[Scen
     return [
         (ServiceConfig(batching=True), batching_on, True),
         (ServiceConfig(batching=False), batching_off, False),
-        (ServiceConfig(batching=True, intra_op_threads=1), variants, False),
-        (ServiceConfig(batching=True, intra_op_threads=1, decoder_slots=2), variants, False),
+        # The service's default on 2 CPUs is 2 slots of 1 thread; before, 1 slot of 2 threads.
+        (ServiceConfig(batching=True, intra_op_threads=2, decoder_slots=1), variants, False),
+        (ServiceConfig(batching=True, intra_op_threads=1, decoder_slots=1), variants, False),
         # Processes on one port (SO_REUSEPORT): each its own GIL and event loop.
         (ServiceConfig(batching=True, workers=2), variants, False),
     ]

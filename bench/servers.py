@@ -146,8 +146,8 @@ class ServiceConfig:
     max_delay_ms: float = 2.0
     intra_op_threads: int = 0
     """0 leaves the service's own default (the CPUs the process may use)."""
-    decoder_slots: int = 1
-    """Decoder calls that may run at once (`--decoder-slots`)."""
+    decoder_slots: int = 0
+    """Decoder calls that may run at once (`--decoder-slots`); 0 leaves the service's default."""
     workers: int = 1
     """Server processes sharing the port (`--workers`)."""
     extra_args: tuple[str, ...] = ()
@@ -161,8 +161,9 @@ class ServiceConfig:
         if self.intra_op_threads:
             plural = "s" if self.intra_op_threads > 1 else ""
             parts.append(f"{self.intra_op_threads} ORT thread{plural}")
-        if self.decoder_slots > 1:
-            parts.append(f"{self.decoder_slots} decoder slots")
+        if self.decoder_slots:
+            plural = "s" if self.decoder_slots > 1 else ""
+            parts.append(f"{self.decoder_slots} decoder slot{plural}")
         if self.workers > 1:
             parts.append(f"{self.workers} workers")
         return ", ".join(parts)
@@ -186,7 +187,7 @@ def cvae_service(
     ]  # fmt: skip
     if config.intra_op_threads:
         args += ["--intra-op-threads", str(config.intra_op_threads)]
-    if config.decoder_slots > 1:
+    if config.decoder_slots:
         args += ["--decoder-slots", str(config.decoder_slots)]
     if config.workers > 1:
         args += ["--workers", str(config.workers)]

@@ -5,8 +5,11 @@ Policy, per event loop:
   request never waits for a batching delay);
 - while a batch runs, arriving requests accumulate and the next batch takes all of them, up to
   `max_batch` images, as soon as a slot is free;
-- with more than one slot, a second batch starts while another runs only when it is full or its
-  oldest request has waited `max_delay`;
+- with more than one slot, a second batch starts while another runs only when it is big (at
+  least half of `max_batch` images: big work uses every slot), or when its oldest request has
+  waited `max_delay` behind a big running batch. Small batches never run side by side: a small
+  batch takes a few ms, the next one forms while it runs, and the event loop keeps a core for the
+  calls themselves (measured: 64 concurrent single-image callers, docs/benchmarks.md);
 - requests larger than `max_batch` are split into pieces; a request's pieces are never merged
   with another version's; pieces whose caller's deadline has passed, or who went away, are
   dropped instead of computed;
@@ -45,6 +48,11 @@ class BatchingPolicy:
     queue_size: int = 4096
     concurrency: int = 1
     decoder_niceness: int = 0  # nice value added to the decoder threads (service.priority)
+
+    @property
+    def big_batch(self) -> int:
+        """Images from which a batch may run beside another one."""
+        return max(1, self.max_batch // 2)
 
 
 class BatcherMetrics(Protocol):
@@ -103,6 +111,7 @@ class DynamicBatcher:
         self._queue: collections.deque[_Piece] = collections.deque()
         self._queued_images = 0
         self._running = 0
+        self._big_running = 0  # running batches of at least policy.big_batch images
         self._seconds_per_image: float | None = None  # moving average of recent batches
         self._timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
@@ -186,9 +195,11 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while self._queue and self._running < policy.concurrency:
             now = loop.time()
-            if self._running and policy.batching and self._queued_images < policy.max_batch:
+            if self._running and policy.batching and self._queued_images < policy.big_batch:
+                if not self._big_running:  # only small batches run: the next forms meanwhile
+                    return
                 due = self._queue[0].enqueued + policy.max_delay_s
-                if now < due:  # a batch is running: let this one fill up a little
+                if now < due:  # a big batch is running: let this one fill up a little
                     if self._timer is None:
                         self._timer = loop.call_at(due, self._on_timer)
                     return
@@ -236,12 +247,17 @@ class DynamicBatcher:
         for piece in batch:
             self._metrics.observe_queue_wait(now - piece.enqueued)
         self._running += 1
+        self._big_running += self._is_big(batch)
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._executor, _decode, batch)
         job.add_done_callback(lambda done: self._finish(batch, done))
 
+    def _is_big(self, batch: list[_Piece]) -> bool:
+        return _images_in(batch) >= self._policy.big_batch
+
     def _finish(self, batch: list[_Piece], job: asyncio.Future[tuple[np.ndarray, float]]) -> None:
         self._running -= 1
+        self._big_running -= self._is_big(batch)
         try:
             images, seconds = job.result()
         except Exception as error:
@@ -264,6 +280,10 @@ class DynamicBatcher:
                     piece.future.set_result(images[offset : offset + size])
                 offset += size
         self._dispatch()
+
+
+def _images_in(batch: list[_Piece]) -> int:
+    return sum(len(piece.labels) for piece in batch)
 
 
 def _decode(batch: list[_Piece]) -> tuple[np.ndarray, float]:

@@ -51,7 +51,8 @@ def usable_cpus() -> int:
 
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
-    threads = settings.intra_op_threads or max(1, usable_cpus() // settings.workers)
+    shares = settings.workers * settings.decoder_slots  # decoder calls that may run at once
+    threads = settings.intra_op_threads or max(1, usable_cpus() // shares)
     return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
 
 

@@ -130,8 +130,8 @@ class ServiceSettings:
     intra_op_threads: int = field(
         default=0, metadata=_about("onnxruntime threads per decoder call; 0: auto", minimum=0)
     )
-    """onnxruntime intra-op threads; 0 picks the number of CPUs this process may use, divided
-    among the workers (at least 1 each)."""
+    """onnxruntime intra-op threads per decoder call; 0 divides the CPUs this process may use by
+    workers x decoder_slots (at least 1): on 2 CPUs, 2 slots of 1 thread."""
     workers: int = field(
         default=1,
         metadata=_about("server processes sharing the gRPC port", minimum=1, maximum=64),
@@ -140,10 +140,11 @@ class ServiceSettings:
     port (SO_REUSEPORT), each with its own event loop, batcher, model copy and health; /metrics
     (served by the supervisor) sums them. 1 is a single process that owns its port."""
     decoder_slots: int = field(
-        default=1, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
+        default=2, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
     )
-    """Batches run concurrently (each with intra_op_threads). Above 1, a batch that starts while
-    another runs waits until it is full or max_delay_ms old."""
+    """Batches that may run at once, each with intra_op_threads. A batch starts beside a running
+    one only when it is big (half of max_batch images or more), or after max_delay_ms behind a
+    big one: big requests use every slot, small ones merge into the next batch instead."""
     decoder_niceness: int = field(
         default=10, metadata=_about("nice value added to decoder threads", minimum=0, maximum=19)
     )

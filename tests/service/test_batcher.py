@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -86,18 +88,72 @@ def test_a_lone_request_never_waits_for_the_batching_delay(runtime: ModelRuntime
     assert metrics.batches == [3]
 
 
-def test_with_two_slots_a_second_batch_starts_after_the_delay(runtime: ModelRuntime) -> None:
-    requests = [_inputs(2, seed) for seed in range(3)]
+class SlowRuntime:
+    """The real runtime, held `hold_s` longer per call, counting calls that overlap."""
+
+    def __init__(self, runtime: ModelRuntime, hold_s: float) -> None:
+        self._runtime = runtime
+        self._hold_s = hold_s
+        self._lock = threading.Lock()
+        self.batch_invariant = True
+        self.active = 0
+        self.most_at_once = 0
+
+    def run(self, latents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        try:
+            time.sleep(self._hold_s)
+            return self._runtime.run(latents, labels)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def _two_slots(max_delay_s: float = 0.001) -> BatchingPolicy:
+    return BatchingPolicy(max_batch=64, max_delay_s=max_delay_s, concurrency=2)  # big: >= 32
+
+
+def test_small_batches_never_run_side_by_side(runtime: ModelRuntime) -> None:
+    slow = SlowRuntime(runtime, hold_s=0.05)
+    requests = [_inputs(2, seed) for seed in range(6)]
 
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
-        return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
+        return await asyncio.gather(*(batcher.run(slow, z, y) for z, y in requests))  # type: ignore[arg-type]
 
-    results, metrics = _with_batcher(
-        BatchingPolicy(max_batch=64, max_delay_s=0.001, concurrency=2), body
-    )
-    assert sorted(metrics.batches) == [2, 4]
+    results, metrics = _with_batcher(_two_slots(), body)
+    assert metrics.batches == [2, 10]  # the rest waited for the first (50 ms), not the delay
+    assert slow.most_at_once == 1
     for (z, y), images in zip(requests, results, strict=True):
         assert images.tobytes() == runtime.run(z, y).tobytes()
+
+
+def test_big_batches_use_every_slot(runtime: ModelRuntime) -> None:
+    slow = SlowRuntime(runtime, hold_s=0.05)
+    requests = [_inputs(40, seed) for seed in range(2)]
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.run(slow, z, y) for z, y in requests))  # type: ignore[arg-type]
+
+    results, metrics = _with_batcher(_two_slots(max_delay_s=1000.0), body)
+    assert metrics.batches == [40, 40] and slow.most_at_once == 2
+    for (z, y), images in zip(requests, results, strict=True):
+        assert images.tobytes() == runtime.run(z, y).tobytes()
+
+
+def test_a_small_request_behind_a_big_batch_waits_only_the_delay(runtime: ModelRuntime) -> None:
+    slow = SlowRuntime(runtime, hold_s=0.3)
+    big, small = _inputs(40, 1), _inputs(2, 2)
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> None:
+        first = asyncio.ensure_future(batcher.run(slow, *big))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        await asyncio.gather(batcher.run(slow, *small), first)  # type: ignore[arg-type]
+
+    _, metrics = _with_batcher(_two_slots(max_delay_s=0.001), body)
+    # It ran beside the big batch (2 at once), not after it as small batches do.
+    assert slow.most_at_once == 2 and sorted(metrics.batches) == [2, 40]
 
 
 def test_large_requests_are_split_into_max_batch_pieces(runtime: ModelRuntime) -> None:
