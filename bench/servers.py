@@ -142,7 +142,7 @@ class ServiceConfig:
     """One configuration of `cvae serve` under test."""
 
     batching: bool = True
-    max_batch: int = 256
+    max_batch: int = 128
     max_delay_ms: float = 2.0
     intra_op_threads: int = 0
     """0 leaves the service's own default (the CPUs the process may use)."""

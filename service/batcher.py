@@ -42,7 +42,7 @@ _SMOOTHING = 0.2  # weight of the newest batch in the seconds-per-image average
 class BatchingPolicy:
     """The batcher's knobs (from ServiceSettings)."""
 
-    max_batch: int = 256
+    max_batch: int = 128
     max_delay_s: float = 0.002
     batching: bool = True
     queue_size: int = 4096

@@ -52,7 +52,7 @@ def usable_cpus() -> int:
 
 def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
     shares = settings.workers * settings.decoder_slots  # decoder calls that may run at once
-    threads = settings.intra_op_threads or max(1, usable_cpus() // shares)
+    threads = settings.intra_op_threads or max(1, (settings.cpus or usable_cpus()) // shares)
     return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
 
 

@@ -89,10 +89,10 @@ def test_the_pod_environment_is_accepted_by_the_service_settings(kustomization: 
     rendered = render(kustomization)
     deployment = one(rendered, "Deployment")
     environ = dict(one(rendered, "ConfigMap")["data"])
-    environ["CVAE_INTRA_OP_THREADS"] = str(cpu_limit_threads(deployment))
+    environ["CVAE_CPUS"] = str(cpu_limit_threads(deployment))
     environ["CVAE_HOST"] = stages()["serve"].env()["CVAE_HOST"]
     settings = service_settings.from_sources({}, environ)
-    assert settings.intra_op_threads == cpu_limit_threads(deployment)
+    assert settings.cpus == cpu_limit_threads(deployment)
     assert settings.port == int(environ["CVAE_PORT"])
 
 

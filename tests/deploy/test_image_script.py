@@ -135,7 +135,7 @@ def _server_environment(venv: Path, opt: Path, writable_tmp: Path) -> dict[str, 
         | {
             "CVAE_HOST": "127.0.0.1",
             "CVAE_MODEL_REPOSITORY": str(opt / "models"),
-            "CVAE_INTRA_OP_THREADS": "1",
+            "CVAE_CPUS": "1",
             "CVAE_GRACE_PERIOD": "5",
         }
     )

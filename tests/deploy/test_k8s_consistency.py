@@ -82,11 +82,11 @@ def test_config_map_ports_are_the_container_ports(rendered: tuple[dict, ...]) ->
     assert int(config["data"]["CVAE_METRICS_PORT"]) == container_port(deployment, "metrics")
 
 
-def test_onnxruntime_threads_follow_the_cpu_limit(rendered: tuple[dict, ...]) -> None:
+def test_the_cpu_budget_follows_the_cpu_limit(rendered: tuple[dict, ...]) -> None:
     deployment = one(rendered, "Deployment")
     server = container(deployment)
     env = {e["name"]: e for e in server["env"]}
-    field = env["CVAE_INTRA_OP_THREADS"]["valueFrom"]["resourceFieldRef"]
+    field = env["CVAE_CPUS"]["valueFrom"]["resourceFieldRef"]
     assert field["resource"] == "limits.cpu"
     assert field["containerName"] == server["name"]
     assert quantity(field.get("divisor", "1")) == 1
@@ -94,7 +94,7 @@ def test_onnxruntime_threads_follow_the_cpu_limit(rendered: tuple[dict, ...]) ->
     # Nothing else sets it: an envFrom value would be overridden silently, so refuse one.
     (source,) = server["envFrom"]
     config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
-    assert "CVAE_INTRA_OP_THREADS" not in config["data"]
+    assert "CVAE_CPUS" not in config["data"]
 
 
 def test_requests_and_limits_are_set_and_ordered(rendered: tuple[dict, ...]) -> None:

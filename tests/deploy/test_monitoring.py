@@ -46,7 +46,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         "HOME": str(scratch),
         "CVAE_HOST": "127.0.0.1",
         "CVAE_MODEL_REPOSITORY": str(repository),
-        "CVAE_INTRA_OP_THREADS": "1",
+        "CVAE_CPUS": "1",
         "CVAE_RELOAD_INTERVAL": "0.5",
     }
     command = [sys.executable, "-m", "cvae", "serve"]

@@ -105,3 +105,18 @@ def test_overload_limits_become_grpc_server_options() -> None:
     )
     assert from_sources({"max_concurrent_rpcs": -1}, environ={}).concurrent_rpcs_limit is None
     assert from_sources({"max_concurrent_rpcs": 7}, environ={}).concurrent_rpcs_limit == 7
+
+
+def test_onnxruntime_threads_are_sized_from_the_cpu_budget() -> None:
+    from service.server import runtime_options
+
+    def threads(**values: object) -> int:
+        environ = {f"CVAE_{key.upper()}": str(value) for key, value in values.items()}
+        return runtime_options(from_sources({}, environ)).intra_op_threads
+
+    assert threads(cpus=2) == 1  # two decoder slots of one thread
+    assert threads(cpus=8) == 4
+    assert threads(cpus=8, decoder_slots=1) == 8
+    assert threads(cpus=8, workers=2) == 2
+    assert threads(cpus=1) == 1  # at least one
+    assert threads(cpus=8, intra_op_threads=3) == 3  # an explicit value wins
