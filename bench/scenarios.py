@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import h2load
+from bench import h2load, profile
 from bench.grpccheck import CallCounter, CallCounts, CheckError, one_call_trailers, verified
 
 _LOGGER = logging.getLogger(__name__)
@@ -60,6 +61,25 @@ class Target:
 class Timing:
     duration_s: float
     warmup_s: float
+
+
+def run_plan(
+    target: Target,
+    plan: list[Scenario],
+    timing: Timing,
+    server_pid: int,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Each scenario's row, with the CPU cores the server's process group used during it."""
+    rows = []
+    for scenario in plan:
+        progress(f"{target.server} {target.config}: {scenario.describe()}")
+        cpu_before, wall_before = profile.group_cpu_seconds(server_pid), time.monotonic()
+        row = run(target, scenario, timing)
+        wall = time.monotonic() - wall_before
+        row["server_cpu_cores"] = (profile.group_cpu_seconds(server_pid) - cpu_before) / wall
+        rows.append(row)
+    return rows
 
 
 def run(target: Target, scenario: Scenario, timing: Timing) -> dict[str, Any]:

@@ -76,13 +76,7 @@ def run_config(
                     f"http://127.0.0.1:{metrics_port}/metrics", cvae_counts("Generate")
                 ),
             )
-            for scenario in plan:
-                progress(f"cvae {config.label()}: {scenario.describe()}")
-                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
-                row = scenarios.run(target, scenario, timing)
-                wall = time.monotonic() - wall_before
-                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
-                section["rows"].append(row)
+            section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
             section["rss_mib_after_load"] = profile.group_rss_mib(pid)
             if stream_images:
                 progress(f"cvae {config.label()}: one stream of {stream_images} images")
@@ -144,13 +138,7 @@ def run_grpc_floor(
                 frame=frame_writer(work / "frames", model.num_classes),
                 counter=None,
             )
-            for scenario in plan:
-                progress(f"grpc floor: {scenario.describe()}")
-                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
-                row = scenarios.run(target, scenario, timing)
-                wall = time.monotonic() - wall_before
-                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
-                section["rows"].append(row)
+            section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
     except Exception as error:  # the floor failing must not lose the rest
         _LOGGER.exception("grpc floor failed")
         section["error"] = f"{type(error).__name__}: {error}"

@@ -7,12 +7,11 @@ import logging
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import profile, scenarios
+from bench import scenarios
 from bench.grpccheck import CallCounter, triton_counts
 from bench.model import ModelUnderTest
 from bench.scenarios import Scenario, Target, Timing
@@ -117,13 +116,7 @@ def run(
             )
             assert server.process is not None
             pid = server.process.pid  # Triton, its Python backend stub and PyTriton's proxy
-            for scenario in plan:
-                progress(f"Triton: {scenario.describe()}")
-                cpu_before, wall_before = profile.group_cpu_seconds(pid), time.monotonic()
-                row = scenarios.run(target, scenario, timing)
-                wall = time.monotonic() - wall_before
-                row["server_cpu_cores"] = (profile.group_cpu_seconds(pid) - cpu_before) / wall
-                section["rows"].append(row)
+            section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
     except Exception as error:  # Triton failing must not lose the rest of the bench
         _LOGGER.exception("Triton failed")
         section["error"] = f"{type(error).__name__}: {error}"

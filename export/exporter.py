@@ -20,9 +20,10 @@ from export.onnx_decoder import (
     export_decoder,
     opset_of,
 )
-from export.repository import MODEL_FILE, publish_version, sha256_of
+from export.repository import MODEL_FILE, publish_version
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, config_to_dict
+from training.data import file_sha256
 from training.model import CVAE
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def read_metrics(path: Path | None, checkpoint: Path) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         raise MetricsError(f"{path} does not hold a JSON object")
     recorded = metrics.get("checkpoint_sha256")
-    if recorded is not None and recorded != sha256_of(checkpoint):
+    if recorded is not None and recorded != file_sha256(checkpoint):
         raise MetricsError(
             f"{path} scores a checkpoint with sha256 {recorded}, not {checkpoint}; "
             "evaluate this checkpoint first"
@@ -133,7 +134,7 @@ def export_checkpoint(
         check_graph(graph, latent_dim)
         onnx.save(graph, str(onnx_path))
         check_parity(model.decoder, onnx_path, latent_dim, model.config.num_classes)
-        description["onnx_sha256"] = sha256_of(onnx_path)
+        description["onnx_sha256"] = file_sha256(onnx_path)
         return _ordered(description)
 
     return publish_version(repository, name, version, write_files)

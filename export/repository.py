@@ -7,7 +7,6 @@ is never overwritten.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,14 +50,6 @@ def existing_versions(model_dir: Path) -> list[int]:
 def next_version(model_dir: Path) -> int:
     versions = existing_versions(model_dir)
     return versions[-1] + 1 if versions else 1
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def publish_version(

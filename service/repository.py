@@ -16,7 +16,6 @@ from typing import Any
 from service.errors import ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
-_HASH_BLOCK_BYTES = 1 << 20
 _FORMAT = "cvae-model/1"  # the model.json layout this server reads
 
 
@@ -120,11 +119,9 @@ def read_spec(folder: Path) -> ModelSpec:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
         with path.open("rb") as stream:
-            while block := stream.read(_HASH_BLOCK_BYTES):
-                digest.update(block)
+            digest = hashlib.file_digest(stream, "sha256")
     except FileNotFoundError:
         raise ModelLoadError(f"{path}: file is missing") from None
     except OSError as error:

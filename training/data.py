@@ -71,16 +71,14 @@ def load_mnist(
     return _load_pickle(path, expected_sha256)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _load_pickle(path: Path, expected_sha256: str) -> MnistSplits:
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected_sha256:
         raise MnistDataError(
             f"refusing to unpickle {path}: sha256 is {actual}, expected {expected_sha256}"

@@ -86,11 +86,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def describe_os_error(error: OSError, path: Path) -> str:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
+from tests.cvae.certs import make_certificates
 from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,71 +22,18 @@ class Pem:
     key: bytes
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(
-    subject: str, issuer: tuple[Pem, ec.EllipticCurvePrivateKey] | None, usage: str
-) -> tuple[Pem, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name = _name(subject)
-    signing_key = key
-    if issuer is not None:
-        issuer_name = x509.load_pem_x509_certificate(issuer[0].cert).subject
-        signing_key = issuer[1]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if usage == "ca":
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    else:
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        purpose = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if usage == "server"
-            else (ExtendedKeyUsageOID.CLIENT_AUTH)
-        )
-        builder = builder.add_extension(x509.ExtendedKeyUsage([purpose]), False)
-    if usage == "server":
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), False)
-    cert = builder.sign(signing_key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return Pem(cert.public_bytes(serialization.Encoding.PEM), key_pem), key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pem | Path]:
-    folder = tmp_path_factory.mktemp("pki")
-    ca = _issue("test CA", None, "ca")
-    rogue_ca = _issue("rogue CA", None, "ca")
-    server, _ = _issue("localhost", ca, "server")
-    client, _ = _issue("a client", ca, "client")
-    rogue_client, _ = _issue("a rogue client", rogue_ca, "client")
-    paths: dict[str, Pem | Path] = {
-        "ca": ca[0], "rogue_ca": rogue_ca[0], "server": server, "client": client,
-        "rogue_client": rogue_client,
+    """The test CA with its server and client, and a rogue CA with a client of its own."""
+    good = make_certificates(tmp_path_factory.mktemp("pki"))
+    rogue = make_certificates(tmp_path_factory.mktemp("rogue-pki"))
+    return {
+        "ca": Pem(good.ca.read_bytes(), b""),
+        "rogue_ca": Pem(rogue.ca.read_bytes(), b""),
+        "client": Pem(good.client_cert.read_bytes(), good.client_key.read_bytes()),
+        "rogue_client": Pem(rogue.client_cert.read_bytes(), rogue.client_key.read_bytes()),
+        "ca.pem": good.ca, "server.pem": good.server_cert, "server.key": good.server_key,
     }  # fmt: skip
-    for name, data in (
-        ("ca.pem", ca[0].cert),
-        ("server.pem", server.cert),
-        ("server.key", server.key),
-    ):
-        (folder / name).write_bytes(data)
-        paths[name] = folder / name
-    return paths
 
 
 def _call(

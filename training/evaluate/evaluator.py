@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import MnistSplits, load_mnist
+from training.data import MnistSplits, file_sha256, load_mnist
 from training.evaluate.classifier import ClassifierConfig
 from training.evaluate.judge import SampleJudge, build_judge, torch_decode
 from training.evaluate.model_card import card_json, card_markdown
@@ -55,14 +54,6 @@ class EvaluationSettings:
     # the evaluator's classifier recipe (part of its cache key)
     cache_dir: Path | None = None
     # classifier cache (default: $CVAE_CACHE_DIR or ~/.cache/cvae)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _judge(splits: MnistSplits, settings: EvaluationSettings) -> SampleJudge:
@@ -153,7 +144,7 @@ def evaluate_checkpoint(
         progress=settings.progress,
     )
     subset_elbo = negative_elbo(model, iw_images, iw_labels, seed=settings.seed, progress=False)
-    checkpoint_sha256 = _sha256(checkpoint)
+    checkpoint_sha256 = file_sha256(checkpoint)
     metrics = {
         "format": "cvae-metrics/1",
         "model": {
