@@ -126,6 +126,15 @@ class DynamicBatcher:
     def queued_images(self) -> int:
         return self._queued_images
 
+    def admit(self, count: int, deadline: float | None) -> None:
+        """Raise Overloaded now if `count` images would be refused: callers check this before
+        preparing the work (sampling latents), so that under overload a refusal costs little."""
+        if self._queued_images + count > self._policy.queue_size:
+            raise Overloaded(self._queue_full())
+        late = self._late(deadline, asyncio.get_running_loop().time())
+        if late:
+            raise Overloaded(late)
+
     async def run(
         self,
         runtime: ModelRuntime,
@@ -142,21 +151,14 @@ class DynamicBatcher:
         count = len(labels)
         while self._queued_images + count > self._policy.queue_size:
             if not wait_for_room or count > self._policy.queue_size:
-                raise Overloaded(
-                    f"queue full ({self._queued_images} images waiting, limit "
-                    f"{self._policy.queue_size}); retry later"
-                )
+                raise Overloaded(self._queue_full())
             self._room.clear()
             await self._room.wait()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if deadline is not None and self._queued_images and self._seconds_per_image is not None:
-            ahead = self._queued_images * self._seconds_per_image / self._policy.concurrency
-            if now + ahead > deadline:
-                raise Overloaded(
-                    f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
-                    f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
-                )
+        late = self._late(deadline, now)
+        if late:
+            raise Overloaded(late)
         step = self._policy.max_batch
         futures = []
         for start in range(0, count, step):
@@ -183,6 +185,24 @@ class DynamicBatcher:
             for future in futures:  # the caller went away: its waiting pieces are skipped
                 future.cancel()
             raise
+
+    def _queue_full(self) -> str:
+        return (
+            f"queue full ({self._queued_images} images waiting, limit "
+            f"{self._policy.queue_size}); retry later"
+        )
+
+    def _late(self, deadline: float | None, now: float) -> str:
+        """Why a request with `deadline` would expire behind the queued work; "" if it would not."""
+        if deadline is None or not self._queued_images or self._seconds_per_image is None:
+            return ""
+        ahead = self._queued_images * self._seconds_per_image / self._policy.concurrency
+        if now + ahead <= deadline:
+            return ""
+        return (
+            f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
+            f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
+        )
 
     def close(self) -> None:
         """Stop the decoder threads once the running batches end."""

@@ -57,6 +57,7 @@ class ImageGenerator:
         self, runtime: ModelRuntime, job: GenerationJob, deadline: float | None
     ) -> GeneratedImages:
         """All images of `job` in one piece (split and merged by the batcher as it sees fit)."""
+        self._batcher.admit(len(job.labels), deadline)
         seed, latents = _latents_of(runtime, job)
         images = await self._batcher.run(runtime, latents, job.labels, deadline)
         return GeneratedImages(runtime, images, job.labels, latents, seed, 0)

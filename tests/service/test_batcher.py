@@ -266,3 +266,33 @@ def test_a_deadline_shorter_than_the_queued_work_is_refused_at_once(
     assert "of queued work is ahead and the deadline is" in str(results[2])
     assert [len(r) for r in (results[0], results[1], results[3])] == [1, 64, 1]
     assert metrics.expired == 0  # refused before queuing, not queued to expire
+
+
+def test_admit_refuses_early_what_run_would_refuse(runtime: ModelRuntime) -> None:
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[str]:
+        loop = asyncio.get_running_loop()
+        await batcher.run(runtime, *_inputs(5, 0))  # teaches the batcher the cost per image
+        running = asyncio.ensure_future(batcher.run(runtime, *_inputs(1, 1)))
+        queued = asyncio.ensure_future(batcher.run(runtime, *_inputs(4, 2)))
+        await asyncio.sleep(0)  # one image running, four waiting in a queue of five
+        outcomes = []
+        for count, deadline in (
+            (1, None),
+            (2, None),
+            (1, loop.time() + 1e-9),
+            (1, loop.time() + 60),
+        ):
+            try:
+                batcher.admit(count, deadline)
+                outcomes.append("admitted")
+            except Overloaded as refusal:
+                outcomes.append(str(refusal))
+        await asyncio.gather(running, queued)
+        batcher.admit(5, loop.time() + 1e-9)  # the queue has drained: nothing is ahead
+        return outcomes
+
+    outcomes, metrics = _with_batcher(BatchingPolicy(queue_size=5), body)
+    assert outcomes[0] == "admitted" and outcomes[3] == "admitted"
+    assert outcomes[1].startswith("queue full (4 images waiting, limit 5)")
+    assert "of queued work is ahead and the deadline is" in outcomes[2]
+    assert metrics.batches == [5, 1, 4]  # admit itself queues nothing
