@@ -13,11 +13,11 @@ of this test used the tests' toy decoder widened to 2,048 hidden units (~4 ms pe
 price of refusing calls on a machine the load generator shares, more than the server's
 behaviour under overload.
 
-It runs twice. With the default settings, both cores decode big calls, and a refusal waits
-whenever one of the server's gRPC threads wakes up to find both cores busy decoding (measured
-with `perf sched`: such a thread can wait up to a scheduler tick, 4 ms here). With one decoder
-slot of two onnxruntime threads the decoder yields a core between its operators, so refusals
-are answered sooner, at the price of throughput on big calls.
+It runs twice. With the default settings both cores decode big calls, and a refusal waits
+whenever one of the server's gRPC threads wakes up to find both cores decoding (`perf sched` on
+this machine showed gRPC's event-engine threads waiting up to 4-6 ms for a core while the two
+decoder threads ran, even with the decoders at SCHED_IDLE). With one decoder slot of two
+onnxruntime threads, refusals come back sooner, at the price of throughput on big calls.
 """
 
 from __future__ import annotations
