@@ -13,6 +13,9 @@ Policy, per event loop:
 - requests larger than `max_batch` are split into pieces; a request's pieces are never merged
   with another version's; pieces whose caller's deadline has passed, or who went away, are
   dropped instead of computed;
+- a decoder thread runs a batch `decoder_slice` rows per onnxruntime call and yields the CPU
+  between calls (rows that do not depend on their batch only), so that the server's I/O threads
+  find a core within one slice while every core decodes;
 - at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`);
   so is a request whose deadline would pass while the work already queued ahead of it runs
   (estimated from recent decoder calls), instead of being accepted only to expire.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +52,7 @@ class BatchingPolicy:
     queue_size: int = 4096
     concurrency: int = 1
     decoder_niceness: int = 0  # nice value added to the decoder threads (service.priority)
+    decoder_slice: int = 0  # rows per onnxruntime call inside a batch, yielding between; 0: all
 
     @property
     def big_batch(self) -> int:
@@ -269,7 +274,7 @@ class DynamicBatcher:
         self._running += 1
         self._big_running += self._is_big(batch)
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._executor, _decode, batch)
+        job = loop.run_in_executor(self._executor, _decode, batch, self._policy.decoder_slice)
         job.add_done_callback(lambda done: self._finish(batch, done))
 
     def _is_big(self, batch: list[_Piece]) -> bool:
@@ -306,13 +311,33 @@ def _images_in(batch: list[_Piece]) -> int:
     return sum(len(piece.labels) for piece in batch)
 
 
-def _decode(batch: list[_Piece]) -> tuple[np.ndarray, float]:
-    """In a decoder thread: merge the pieces, run the model once, time it."""
+def _decode(batch: list[_Piece], slice_rows: int) -> tuple[np.ndarray, float]:
+    """In a decoder thread: merge the pieces, run the model, time it.
+
+    With `slice_rows`, a batch of independent rows runs that many rows per onnxruntime call and
+    the thread yields the CPU between calls: on a machine whose cores all decode, the server's
+    I/O threads then wait for a core at most one slice, not a whole batch or a scheduler tick.
+    """
     if len(batch) == 1:
         latents, labels = batch[0].latents, batch[0].labels
     else:
         latents = np.concatenate([piece.latents for piece in batch])
         labels = np.concatenate([piece.labels for piece in batch])
+    runtime = batch[0].runtime
     started = time.perf_counter()
-    images = batch[0].runtime.run(latents, labels)
+    if slice_rows <= 0 or len(labels) <= slice_rows or not runtime.batch_invariant:
+        images = runtime.run(latents, labels)
+    else:
+        slices = []
+        for start in range(0, len(labels), slice_rows):
+            stop = start + slice_rows
+            slices.append(runtime.run(latents[start:stop], labels[start:stop]))
+            _yield_cpu()
+        images = np.concatenate(slices)
     return images, time.perf_counter() - started
+
+
+def _yield_cpu() -> None:
+    """Let runnable threads on this core go first (a no-op where sched_yield is missing)."""
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
 import grpc
@@ -109,6 +110,7 @@ class GenerationServer:
                 queue_size=settings.queue_size,
                 concurrency=settings.decoder_slots,
                 decoder_niceness=settings.decoder_niceness,
+                decoder_slice=settings.decoder_slice,
             ),
             self.metrics,
         )
@@ -262,6 +264,7 @@ class GenerationServer:
 
 async def serve(settings: ServiceSettings) -> int:
     """Run one server process until SIGTERM/SIGINT; 0 after a graceful stop."""
+    sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     loop = asyncio.get_running_loop()
     server = GenerationServer(settings)
     for number in (signal.SIGTERM, signal.SIGINT):

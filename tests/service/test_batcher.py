@@ -111,6 +111,38 @@ class SlowRuntime:
                 self.active -= 1
 
 
+class RecordingRuntime:
+    """The real runtime, recording the rows of each call it makes."""
+
+    def __init__(self, runtime: ModelRuntime, batch_invariant: bool = True) -> None:
+        self._runtime = runtime
+        self.batch_invariant = batch_invariant
+        self.calls: list[int] = []
+
+    def run(self, latents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        self.calls.append(len(labels))
+        return self._runtime.run(latents, labels)
+
+
+@pytest.mark.parametrize(
+    ("slice_rows", "batch_invariant", "calls"),
+    [(4, True, [4, 4, 2]), (0, True, [10]), (10, True, [10]), (4, False, [10])],
+)
+def test_a_batch_runs_in_slices_of_independent_rows(
+    runtime: ModelRuntime, slice_rows: int, batch_invariant: bool, calls: list[int]
+) -> None:
+    recording = RecordingRuntime(runtime, batch_invariant)
+    z, y = _inputs(10, 3)
+
+    async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
+        return await batcher.run(recording, z, y)  # type: ignore[arg-type]
+
+    images, metrics = _with_batcher(BatchingPolicy(decoder_slice=slice_rows), body)
+    assert metrics.batches == [10]  # one batch, whatever the slices
+    assert recording.calls == calls
+    assert images.tobytes() == runtime.run(z, y).tobytes()
+
+
 def _two_slots(max_delay_s: float = 0.001) -> BatchingPolicy:
     return BatchingPolicy(max_batch=64, max_delay_s=max_delay_s, concurrency=2)  # big: >= 32
 

@@ -135,7 +135,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "fuzz" in results:
         lines += _fuzz(results["fuzz"])
-    for key in ("overload", "overload_one_slot"):
+    for key in ("overload", "overload_whole_batches"):
         if key in results:
             lines += _overload(results[key])
     return "\n".join(lines).rstrip() + "\n"
