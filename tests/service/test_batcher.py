@@ -125,11 +125,17 @@ class RecordingRuntime:
 
 
 @pytest.mark.parametrize(
-    ("slice_rows", "batch_invariant", "calls"),
-    [(4, True, [4, 4, 2]), (0, True, [10]), (10, True, [10]), (4, False, [10])],
+    ("slice_rows", "max_batch", "batch_invariant", "calls"),
+    [
+        (4, 16, True, [4, 4, 2]),  # big (>= 8 of max 16): sliced
+        (0, 16, True, [10]),  # slices off
+        (10, 16, True, [10]),  # one slice holds it all
+        (4, 16, False, [10]),  # rows depend on the batch: never sliced
+        (4, 32, True, [10]),  # small (< 16 of max 32): a core stays free, runs whole
+    ],
 )
-def test_a_batch_runs_in_slices_of_independent_rows(
-    runtime: ModelRuntime, slice_rows: int, batch_invariant: bool, calls: list[int]
+def test_big_batches_run_in_slices_of_independent_rows(
+    runtime: ModelRuntime, slice_rows: int, max_batch: int, batch_invariant: bool, calls: list[int]
 ) -> None:
     recording = RecordingRuntime(runtime, batch_invariant)
     z, y = _inputs(10, 3)
@@ -137,7 +143,8 @@ def test_a_batch_runs_in_slices_of_independent_rows(
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
         return await batcher.run(recording, z, y)  # type: ignore[arg-type]
 
-    images, metrics = _with_batcher(BatchingPolicy(decoder_slice=slice_rows), body)
+    policy = BatchingPolicy(max_batch=max_batch, decoder_slice=slice_rows)
+    images, metrics = _with_batcher(policy, body)
     assert metrics.batches == [10]  # one batch, whatever the slices
     assert recording.calls == calls
     assert images.tobytes() == runtime.run(z, y).tobytes()
