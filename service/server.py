@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 import grpc
@@ -264,7 +263,6 @@ class GenerationServer:
 
 async def serve(settings: ServiceSettings) -> int:
     """Run one server process until SIGTERM/SIGINT; 0 after a graceful stop."""
-    sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     loop = asyncio.get_running_loop()
     server = GenerationServer(settings)
     for number in (signal.SIGTERM, signal.SIGINT):

@@ -158,22 +158,15 @@ class ServiceSettings:
     """Decoder threads (and onnxruntime's) run this much below the event loop's CPU priority, so
     the loop refuses excess calls and answers health checks at once while the decoder is busy;
     the decoder still gets every cycle the loop leaves idle. 0 keeps one priority (Linux only)."""
-    gil_switch_ms: float = field(
-        default=0.5,
-        metadata=_about("ms a thread waits for Python's GIL before asking for it", minimum=0.01),
-    )
-    """Python's switch interval (sys.setswitchinterval) for the server process. A decoder thread
-    takes the GIL back after each slice; with Python's default of 5 ms, a busy event loop could
-    keep it that long after every slice, and under overload the decoder fell behind."""
     decoder_slice: int = field(
-        default=16,
+        default=32,
         metadata=_about("rows per onnxruntime call inside a batch; 0: the whole batch", minimum=0),
     )
     """A decoder thread runs a big batch (half of max_batch images or more: one that may run
     beside another and leave no core free) this many rows at a time, and yields the CPU in
     between (os.sched_yield). gRPC's threads and the event loop then find a core within one
-    slice (~2 ms of the shipped model) instead of waiting for the whole batch or a scheduler
-    tick: under overload, excess calls are refused sooner (`make soak` compares 16 with 0 in
+    slice (~4 ms of the shipped model) instead of waiting for the whole batch or a scheduler
+    tick: under overload, excess calls are refused sooner (`make soak` compares 32 with 0 in
     docs/reliability.md). Small batches, and models whose rows depend on their batch (checked
     at load), always run whole."""
     reload_interval: float = field(

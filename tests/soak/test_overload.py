@@ -17,7 +17,7 @@ It runs twice: with the default settings, and with `--decoder-slice 0` (each dec
 one onnxruntime call, the default before decoder slices). On 2 CPUs both cores decode big calls;
 `perf sched` showed gRPC's event-engine threads waiting up to 4-6 ms for a core while the two
 decoder threads ran whole batches (even at SCHED_IDLE), and refusals waited with them. Decoding
-in slices of 16 rows, with a sched_yield between slices, gives those threads a core within a
+in slices of 32 rows, with a sched_yield between slices, gives those threads a core within a
 slice.
 """
 
@@ -109,7 +109,7 @@ class _MemoryWatch:
 
 # Server configurations under test: (results section, what it is, extra `cvae serve` flags).
 CONFIGURATIONS = [
-    ("overload", "default settings (decoder slices of 16 rows)", ()),
+    ("overload", "default settings (decoder slices of 32 rows)", ()),
     ("overload_whole_batches", "whole decoder batches", ("--decoder-slice", "0")),
 ]
 
