@@ -13,10 +13,9 @@ Policy, per event loop:
 - requests larger than `max_batch` are split into pieces; a request's pieces are never merged
   with another version's; pieces whose caller's deadline has passed, or who went away, are
   dropped instead of computed;
-- a decoder thread runs a big batch `decoder_slice` rows per onnxruntime call and yields the CPU
-  between calls (rows that do not depend on their batch only), so that the server's I/O threads
-  find a core within one slice while every core decodes (small batches never run side by side,
-  so they leave a core free and run whole);
+- a decoder thread runs a full batch (`max_batch` images) `decoder_slice` rows per onnxruntime
+  call and yields the CPU between calls (rows that do not depend on their batch only), so that
+  the server's I/O threads find a core within one slice while every core decodes big calls;
 - at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`);
   so is a request whose deadline would pass while the work already queued ahead of it runs
   (estimated from recent decoder calls), instead of being accepted only to expire.
@@ -275,8 +274,10 @@ class DynamicBatcher:
         self._running += 1
         self._big_running += self._is_big(batch)
         loop = asyncio.get_running_loop()
-        # Only a big batch may run beside another and leave no core free: only it is sliced.
-        slice_rows = self._policy.decoder_slice if self._is_big(batch) else 0
+        # Only full batches are sliced: they hold a core longest, and only big batches run side
+        # by side; smaller ones (many small calls) keep their one onnxruntime call.
+        full = _images_in(batch) >= self._policy.max_batch
+        slice_rows = self._policy.decoder_slice if full else 0
         job = loop.run_in_executor(self._executor, _decode, batch, slice_rows)
         job.add_done_callback(lambda done: self._finish(batch, done))
 

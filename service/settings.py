@@ -162,12 +162,12 @@ class ServiceSettings:
         default=32,
         metadata=_about("rows per onnxruntime call inside a batch; 0: the whole batch", minimum=0),
     )
-    """A decoder thread runs a big batch (half of max_batch images or more: one that may run
-    beside another and leave no core free) this many rows at a time, and yields the CPU in
-    between (os.sched_yield). gRPC's threads and the event loop then find a core within one
+    """A decoder thread runs a full batch (max_batch images: big calls, which also run two
+    batches side by side and leave no core free) this many rows at a time, and yields the CPU
+    in between (os.sched_yield). gRPC's threads and the event loop then find a core within one
     slice (~4 ms of the shipped model) instead of waiting for the whole batch or a scheduler
     tick: under overload, excess calls are refused sooner (`make soak` compares 32 with 0 in
-    docs/reliability.md). Small batches, and models whose rows depend on their batch (checked
+    docs/reliability.md). Smaller batches, and models whose rows depend on their batch (checked
     at load), always run whole."""
     reload_interval: float = field(
         default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")

@@ -127,14 +127,14 @@ class RecordingRuntime:
 @pytest.mark.parametrize(
     ("slice_rows", "max_batch", "batch_invariant", "calls"),
     [
-        (4, 16, True, [4, 4, 2]),  # big (>= 8 of max 16): sliced
-        (0, 16, True, [10]),  # slices off
-        (10, 16, True, [10]),  # one slice holds it all
-        (4, 16, False, [10]),  # rows depend on the batch: never sliced
-        (4, 32, True, [10]),  # small (< 16 of max 32): a core stays free, runs whole
+        (4, 10, True, [4, 4, 2]),  # a full batch (10 of max 10): sliced
+        (0, 10, True, [10]),  # slices off
+        (10, 10, True, [10]),  # one slice holds it all
+        (4, 10, False, [10]),  # rows depend on the batch: never sliced
+        (4, 16, True, [10]),  # not full (10 of max 16): one call
     ],
 )
-def test_big_batches_run_in_slices_of_independent_rows(
+def test_full_batches_run_in_slices_of_independent_rows(
     runtime: ModelRuntime, slice_rows: int, max_batch: int, batch_invariant: bool, calls: list[int]
 ) -> None:
     recording = RecordingRuntime(runtime, batch_invariant)
