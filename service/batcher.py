@@ -136,9 +136,7 @@ class DynamicBatcher:
         preparing the work (sampling latents), so that under overload a refusal costs little."""
         if self._queued_images + count > self._policy.queue_size:
             raise Overloaded(self._queue_full())
-        late = self._late(deadline, asyncio.get_running_loop().time())
-        if late:
-            raise Overloaded(late)
+        self._refuse_if_late(deadline, asyncio.get_running_loop().time())
 
     async def run(
         self,
@@ -161,9 +159,7 @@ class DynamicBatcher:
             await self._room.wait()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        late = self._late(deadline, now)
-        if late:
-            raise Overloaded(late)
+        self._refuse_if_late(deadline, now)
         step = self._policy.max_batch
         futures = []
         for start in range(0, count, step):
@@ -197,17 +193,16 @@ class DynamicBatcher:
             f"{self._policy.queue_size}); retry later"
         )
 
-    def _late(self, deadline: float | None, now: float) -> str:
-        """Why a request with `deadline` would expire behind the queued work; "" if it would not."""
+    def _refuse_if_late(self, deadline: float | None, now: float) -> None:
+        """Raise Overloaded if a request with `deadline` would expire behind the queued work."""
         if deadline is None or not self._queued_images or self._seconds_per_image is None:
-            return ""
+            return
         ahead = self._queued_images * self._seconds_per_image / self._policy.concurrency
-        if now + ahead <= deadline:
-            return ""
-        return (
-            f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
-            f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
-        )
+        if now + ahead > deadline:
+            raise Overloaded(
+                f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
+                f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
+            )
 
     def close(self) -> None:
         """Stop the decoder threads once the running batches end."""

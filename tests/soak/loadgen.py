@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from bench.frames import GENERATE_PATH
 from cvae.v1 import generator_pb2 as pb
 
 _MAX_IN_FLIGHT = 4000  # open mode: beyond this the generator itself would be the bottleneck
@@ -41,9 +42,6 @@ class _Results:
         self.codes[code] += 1
         self.latencies.setdefault(code, []).append(seconds)
         self.ok_in_window += code == "OK" and in_window
-
-
-_GENERATE = "/cvae.v1.Generator/Generate"
 
 
 async def _call(generate: Any, request: bytes, deadline: float) -> tuple[str, float]:
@@ -120,7 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     options = [("grpc.max_receive_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(args.target, options=options) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)
-        generate = channel.unary_unary(_GENERATE)  # bytes in, bytes out
+        generate = channel.unary_unary(GENERATE_PATH)  # bytes in, bytes out
         results = _Results()
         mode = _closed if args.mode == "closed" else _open
         window = await mode(generate, args, results)

@@ -66,12 +66,12 @@ def _fuzz(fuzz: dict[str, Any]) -> list[str]:
 def _overload(overload: dict[str, Any]) -> list[str]:
     setup, rss = overload["setup"], overload.get("rss_mib")
     capacity = overload.get("capacity")
-    flags = " ".join(setup.get("server_args", [])) or "none"
+    flags = " ".join(setup.get("server_args", []))
     lines = [
         f"## Overload (4x capacity for 30 s): {setup.get('configuration', 'default settings')}",
         "",
         f"Server flags beyond the defaults: `--queue-size {setup['queue_size_images']}` "
-        f"{'and `' + flags + '`' if flags != 'none' else 'only'}.",
+        f"{f'and `{flags}`' if flags else 'only'}.",
         "",
         f"Load generator: {setup['load_generator']}. Calls of {setup['images_per_call']} images, "
         f"deadline {setup['deadline_s']} s; server queue bound {setup['queue_size_images']} "
@@ -135,9 +135,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "fuzz" in results:
         lines += _fuzz(results["fuzz"])
-    for key in ("overload", "overload_whole_batches"):
-        if key in results:
-            lines += _overload(results[key])
+    for key in sorted(key for key in results if key.startswith("overload")):  # one per config
+        lines += _overload(results[key])
     return "\n".join(lines).rstrip() + "\n"
 
 
