@@ -39,7 +39,7 @@ test: $(VENV)/.dev  ## run the whole test suite
 lint: $(VENV)/.dev  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cvae training export service bench
+	$(BIN)/mypy cvae modelrepo training export service bench
 
 fmt: $(VENV)/.dev  ## format the code
 	$(BIN)/ruff check --fix .

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from bench.h2load import H2loadError
-    from bench.model import ModelNotFoundError
     from bench.run import BenchOptions, render, run
+    from modelrepo import ModelRepositoryError
 
     if args.render is not None:
         render(json.loads(args.render.read_text()), args.docs or _ROOT / "docs")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         results = run(options)
-    except (H2loadError, ModelNotFoundError) as error:
+    except (H2loadError, ModelRepositoryError) as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
     for target in results["targets"]:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.frames import generate_request
-from bench.model import ModelUnderTest
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -25,9 +25,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _run(
-    model: ModelUnderTest, threads: int, concurrency: int, seconds: float
-) -> dict[str, Any]:
+async def _run(model: ModelSpec, threads: int, concurrency: int, seconds: float) -> dict[str, Any]:
     # Imported here: the rest of the bench must not depend on the service's internals.
     from cvae.v1 import generator_pb2
     from service import codec
@@ -66,9 +64,7 @@ async def _run(
     }
 
 
-def measure(
-    model: ModelUnderTest, *, thread_counts: tuple[int, ...], seconds: float
-) -> dict[str, Any]:
+def measure(model: ModelSpec, *, thread_counts: tuple[int, ...], seconds: float) -> dict[str, Any]:
     """Single-image calls at 1 and 64 concurrent callers, per onnxruntime thread count."""
     rows = []
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import flops, quality, quantize
 from bench.floor import sweep
-from bench.model import ModelUnderTest
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 FLOOR_BATCHES = (1, 32, 256, 1024)
@@ -24,7 +24,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def describe_model(model: ModelUnderTest) -> dict[str, Any]:
+def describe_model(model: ModelSpec) -> dict[str, Any]:
     cost = flops.count_file(model.onnx_path)
     return {
         "name": model.name,
@@ -39,12 +39,12 @@ def describe_model(model: ModelUnderTest) -> dict[str, Any]:
             {"name": layer.name, "op": layer.op_type, "macs": layer.macs} for layer in cost.layers
         ],
         "uncounted_layers": list(cost.uncounted),
-        "metrics_in_model_json": model.metrics,
+        "metrics_in_model_json": model.document.get("metrics", {}),
     }
 
 
 def floor(
-    model: ModelUnderTest,
+    model: ModelSpec,
     *,
     flops_per_image: int,
     min_seconds: float,
@@ -62,7 +62,7 @@ def floor(
 
 
 def int8_variants(
-    model: ModelUnderTest,
+    model: ModelSpec,
     *,
     work: Path,
     flops_per_image: int,

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from bench.model import ModelUnderTest
+from bench.model import random_feeds
 from bench.stats import percentile
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 OPT_LEVELS = {
@@ -72,7 +73,7 @@ def time_calls(
 
 
 def measure(
-    model: ModelUnderTest,
+    model: ModelSpec,
     runtime: ort.InferenceSession,
     batch: int,
     *,
@@ -82,7 +83,7 @@ def measure(
     min_seconds: float,
     flops_per_image: int | None,
 ) -> DecodeRate:
-    feeds = model.inputs(batch)
+    feeds = random_feeds(model, batch)
     outputs = [model.image_output]
     calls, seconds, durations = time_calls(
         lambda: runtime.run(outputs, feeds), min_seconds=min_seconds
@@ -111,7 +112,7 @@ def measure(
 
 
 def sweep(
-    model: ModelUnderTest,
+    model: ModelSpec,
     configurations: Iterable[tuple[int, str, tuple[int, ...]]],
     *,
     min_seconds: float,

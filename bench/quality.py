@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.floor import session
-from bench.model import ModelUnderTest
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 # Shipping rule (issue 7): a variant may ship only within these bounds of float32.
@@ -38,9 +38,7 @@ class Quality:
         }
 
 
-def onnx_decode(
-    model: ModelUnderTest, path: Path
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def onnx_decode(model: ModelSpec, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     runtime = session(path, threads=2)
 
     def decode(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -64,7 +62,7 @@ class Judge:
         self._judge = build_judge(load_mnist(), progress=False)
         self._per_label = per_label
 
-    def score(self, model: ModelUnderTest, path: Path) -> Quality:
+    def score(self, model: ModelSpec, path: Path) -> Quality:
         scores = self._judge.score(
             onnx_decode(model, path),
             latent_dim=model.latent_dim,

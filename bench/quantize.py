@@ -21,7 +21,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from bench.floor import session
-from bench.model import ModelUnderTest
+from bench.model import random_feeds
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -29,8 +30,10 @@ _LOGGER = logging.getLogger(__name__)
 class _PriorReader(CalibrationDataReader):
     """Calibration batches drawn from the decoder's own input distribution."""
 
-    def __init__(self, model: ModelUnderTest, batches: int, batch: int) -> None:
-        self._feeds = iter([model.inputs(batch, seed=1000 + index) for index in range(batches)])
+    def __init__(self, model: ModelSpec, batches: int, batch: int) -> None:
+        self._feeds = iter(
+            [random_feeds(model, batch, seed=1000 + index) for index in range(batches)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
@@ -43,7 +46,7 @@ class Variant:
     note: str
 
 
-def _preprocessed(model: ModelUnderTest, folder: Path) -> Path:
+def _preprocessed(model: ModelSpec, folder: Path) -> Path:
     """Shape inference and graph cleanup that quantization recommends; the original if it fails."""
     target = folder / "preprocessed.onnx"
     try:
@@ -55,7 +58,7 @@ def _preprocessed(model: ModelUnderTest, folder: Path) -> Path:
 
 
 def build_variants(
-    model: ModelUnderTest, folder: Path, *, calibration_batches: int = 8
+    model: ModelSpec, folder: Path, *, calibration_batches: int = 8
 ) -> list[Variant]:
     """Write the int8 variants into `folder`; each that quantization refuses is skipped, logged."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,9 +91,9 @@ def build_variants(
     return variants
 
 
-def max_pixel_error(model: ModelUnderTest, variant: Path, images: int = 512) -> float:
+def max_pixel_error(model: ModelSpec, variant: Path, images: int = 512) -> float:
     """Largest |float32 - variant| pixel difference on the same prior draws."""
-    feeds = model.inputs(images, seed=7)
+    feeds = random_feeds(model, images, seed=7)
     reference = session(model.onnx_path, threads=1).run([model.image_output], feeds)[0]
     candidate = session(variant, threads=1).run([model.image_output], feeds)[0]
     return float(np.abs(reference - candidate).max())

@@ -25,9 +25,9 @@ from bench import (
 )
 from bench.analysis import ratios_and_targets
 from bench.h2load import h2load_path
-from bench.model import newest
 from bench.scenarios import Scenario, Timing, big, job_as_unary_calls, singles
 from bench.servers import ServiceConfig
+from modelrepo import newest_spec
 
 _LOGGER = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
     work = options.results / ("quick" if options.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     h2load_path()  # fail at once, with the install hint, rather than after the floor
-    model = newest(options.model_repository, options.model_name)
+    model = newest_spec(options.model_repository, options.model_name)
     results: dict[str, Any] = {"quick": options.quick, "machine": machine.describe()}
     threads = _thread_counts()
     min_seconds = 0.3 if options.quick else 2.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.model import ModelUnderTest
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 GENERATOR_SERVICE = "cvae.v1.Generator"
@@ -170,13 +170,14 @@ class ServiceConfig:
 
 
 def cvae_service(
-    model: ModelUnderTest, config: ServiceConfig, log_path: Path
+    model: ModelSpec, config: ServiceConfig, log_path: Path
 ) -> tuple[ServerProcess, int, int]:
     """`cvae serve` on free ports: (process, gRPC port, metrics port)."""
     port, metrics_port = free_port(), free_port()
     args = [
         sys.executable, "-m", "cvae", "serve",
-        "--model-repository", str(model.repository),
+        "--model-repository", str(model.folder.parent.parent),
+        "--model-name", model.folder.parent.name,
         "--port", str(port),
         "--metrics-port", str(metrics_port),
         "--host", "127.0.0.1",

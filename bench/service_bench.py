@@ -12,7 +12,6 @@ from typing import Any
 
 from bench import client_checks, frames, profile, scenarios
 from bench.grpccheck import CallCounter, cvae_counts
-from bench.model import ModelUnderTest
 from bench.scenarios import Scenario, Target, Timing
 from bench.servers import (
     ServerProcess,
@@ -23,6 +22,7 @@ from bench.servers import (
     logged_serving,
     running,
 )
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 60
@@ -42,7 +42,7 @@ def frame_writer(folder: Path, num_classes: int) -> Callable[[int, str], Path]:
 
 
 def run_config(
-    model: ModelUnderTest,
+    model: ModelSpec,
     config: ServiceConfig,
     plan: list[Scenario],
     *,
@@ -111,7 +111,7 @@ def _profiles(target: Target, pid: int, seconds: float, work: Path) -> dict[str,
 
 
 def run_grpc_floor(
-    model: ModelUnderTest,
+    model: ModelSpec,
     plan: list[Scenario],
     *,
     timing: Timing,

@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 
 from bench.floor import session, time_calls
-from bench.model import ModelUnderTest
+from bench.model import random_feeds
 from bench.stats import percentile
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def measure(
-    model: ModelUnderTest,
+    model: ModelSpec,
     checkpoint: Path,
     *,
     batches: tuple[int, ...],
@@ -47,7 +48,7 @@ def measure(
             for threads in thread_counts:
                 torch.set_num_threads(threads)
                 for batch in batches:
-                    feeds = model.inputs(batch)
+                    feeds = random_feeds(model, batch)
                     z = torch.from_numpy(feeds[model.latent_input])
                     labels = torch.from_numpy(feeds[model.label_input])
                     calls, seconds, durations = time_calls(
@@ -66,7 +67,7 @@ def measure(
                         threads,
                         images_per_s,
                     )
-            feeds = model.inputs(64, seed=3)
+            feeds = random_feeds(model, 64, seed=3)
             eager = decoder(
                 torch.from_numpy(feeds[model.latent_input]),
                 torch.from_numpy(feeds[model.label_input]),

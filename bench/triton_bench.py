@@ -13,10 +13,10 @@ from typing import Any
 
 from bench import scenarios
 from bench.grpccheck import CallCounter, triton_counts
-from bench.model import ModelUnderTest
 from bench.scenarios import Scenario, Target, Timing
 from bench.servers import ServerProcess, free_port, http_ok, running
 from bench.triton_env import TritonEnv, TritonEnvError, ensure
+from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def _environ(env: TritonEnv) -> dict[str, str]:
 
 
 def run(
-    model: ModelUnderTest,
+    model: ModelSpec,
     plan: list[Scenario],
     *,
     timing: Timing,

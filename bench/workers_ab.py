@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import frames, h2load, profile
-from bench.model import newest
 from bench.servers import ServiceConfig, cvae_service, grpc_serving, logged_serving, running
 from bench.service_bench import STARTUP_TIMEOUT_S, frame_writer
+from modelrepo import newest_spec
 
 _LOGGER = logging.getLogger(__name__)
 _SCENARIOS = ((64, 1), (2, 256))  # (concurrent callers, images per call)
@@ -81,7 +81,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    model = newest(args.model_repository)
+    model = newest_spec(args.model_repository)
     ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="workers-ab-") as scratch:
         for number in range(1, args.rounds + 1):

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_openmp_waiting()  # before torch loads
     from export.exporter import MetricsError, export_checkpoint
     from export.onnx_decoder import OnnxExportError
-    from export.repository import RepositoryError
+    from modelrepo import ModelRepositoryError
     from training.checkpoint import CheckpointError
 
     try:
@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_path=args.metrics,
             opset=args.opset,
         )
-    except (CheckpointError, MetricsError, OnnxExportError, RepositoryError) as error:
+    except (CheckpointError, MetricsError, OnnxExportError, ModelRepositoryError) as error:
         raise SystemExit(f"cvae export: {error}") from error
     print(folder)
     return 0

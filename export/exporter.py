@@ -20,7 +20,7 @@ from export.onnx_decoder import (
     export_decoder,
     opset_of,
 )
-from export.repository import MODEL_FILE, publish_version
+from modelrepo import DECODER, DECODER_FILE, GraphSpec, model_document, publish_version
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, config_to_dict
 from training.data import file_sha256
@@ -28,7 +28,6 @@ from training.model import CVAE
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMAT = "cvae-model/1"
 # model.json keys left out of the ONNX metadata_props: a file cannot hold its own hash
 _NOT_IN_METADATA = ("onnx_sha256",)
 
@@ -67,24 +66,30 @@ def describe(
     opset: int,
     metrics: dict[str, Any],
     created_at: str,
+    onnx_sha256: str = "",
 ) -> dict[str, Any]:
-    """model.json without the hash (added once the ONNX file is final)."""
+    """model.json of the exported decoder (the hash is added once the ONNX file is final)."""
     config = model.config
-    return {
-        "format": FORMAT,
-        "name": name,
-        "version": str(version),
-        "latent_dim": config.latent_dim,
-        "num_classes": config.num_classes,
-        "class_names": list(config.class_names),
-        "image_shape": list(config.image_shape),
-        "inputs": {"latent": INPUT_LATENT, "label": INPUT_LABEL},
-        "outputs": {"image": OUTPUT_IMAGE},
-        "opset": opset,
-        "training_config": config_to_dict(train_config),
-        "metrics": metrics,
-        "created_at": created_at,
-    }
+    decoder = GraphSpec(
+        role=DECODER,
+        file=DECODER_FILE,
+        sha256=onnx_sha256,
+        inputs={"latent": INPUT_LATENT, "label": INPUT_LABEL},
+        outputs={"image": OUTPUT_IMAGE},
+    )
+    return model_document(
+        name=name,
+        version=version,
+        latent_dim=config.latent_dim,
+        num_classes=config.num_classes,
+        class_names=config.class_names,
+        image_shape=config.image_shape,
+        decoder=decoder,
+        opset=opset,
+        training_config=config_to_dict(train_config),
+        metrics=metrics,
+        created_at=created_at,
+    )
 
 
 def metadata_props(description: dict[str, Any]) -> dict[str, str]:
@@ -115,7 +120,7 @@ def export_checkpoint(
     latent_dim = model.config.latent_dim
 
     def write_files(folder: Path, chosen_version: int) -> dict[str, Any]:
-        onnx_path = folder / MODEL_FILE
+        onnx_path = folder / DECODER_FILE
         _LOGGER.info("exporting the decoder to ONNX (opset %d)", opset)
         export_decoder(model.decoder, latent_dim, onnx_path, opset=opset)
         graph = onnx.load(str(onnx_path))
@@ -134,15 +139,7 @@ def export_checkpoint(
         check_graph(graph, latent_dim)
         onnx.save(graph, str(onnx_path))
         check_parity(model.decoder, onnx_path, latent_dim, model.config.num_classes)
-        description["onnx_sha256"] = file_sha256(onnx_path)
-        return _ordered(description)
+        description["onnx_sha256"] = file_sha256(onnx_path)  # the key keeps its place
+        return description
 
     return publish_version(repository, name, version, write_files)
-
-
-def _ordered(description: dict[str, Any]) -> dict[str, Any]:
-    """The key order of docs/model-repository.md (hash after the opset)."""
-    order = ["format", "name", "version", "latent_dim", "num_classes", "class_names"]
-    order += ["image_shape", "inputs", "outputs", "opset", "onnx_sha256", "training_config"]
-    order += ["metrics", "created_at"]
-    return {key: description[key] for key in order}

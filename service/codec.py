@@ -16,9 +16,9 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as _ProtoMessage
 
 from cvae.v1 import generator_pb2 as pb
+from modelrepo import ModelSpec
 from service.errors import InvalidArgument, brief
 from service.generator import GeneratedImages, GenerationJob, PixelFormat
-from service.repository import ModelSpec
 
 MAX_TEMPERATURE = 10.0
 _FORMATS = {

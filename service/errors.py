@@ -6,6 +6,8 @@ supervisor that must not load grpc before it starts its workers.
 
 from __future__ import annotations
 
+from modelrepo import ModelRepositoryError
+
 _SHOWN_CHARS = 40
 
 
@@ -53,5 +55,6 @@ class DeadlineExpired(ServiceError):
     code = "DEADLINE_EXCEEDED"
 
 
-class ModelLoadError(Exception):
-    """A model version cannot be served; the message names the file and the problem."""
+# A model version cannot be served; the message names the file and the problem. One class with
+# the repository's own: reading model.json and checking the graph against it raise it too.
+ModelLoadError = ModelRepositoryError

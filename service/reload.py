@@ -12,10 +12,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from modelrepo import ModelRepository, VersionFolder
 from service.errors import ModelLoadError
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
-from service.repository import ModelRepository, VersionFolder
 from service.runtime import ModelRuntime, RuntimeOptions, load_runtime
 
 _LOGGER = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from modelrepo import ModelSpec, read_spec
 from service.errors import ModelLoadError
 from service.priority import call_in_lowered_thread
-from service.repository import ModelSpec, read_spec
 
 _LOGGER = logging.getLogger(__name__)
 _WARMUP_BATCHES = (1, 7)  # odd sizes: catch a graph that only works for one batch size

@@ -21,13 +21,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cvae.v1 import generator_pb2 as pb
+from modelrepo import ModelRepository
 from service.batcher import BatchingPolicy, DynamicBatcher
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
-from service.repository import ModelRepository
 from service.runtime import RuntimeOptions
 from service.servicer import GeneratorServicer, RequestLimits, add_to_server
 from service.settings import ServiceSettings

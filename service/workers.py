@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service.repository import ModelRepository, read_spec
+from modelrepo import ModelRepository, read_spec
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)

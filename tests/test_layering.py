@@ -1,4 +1,5 @@
-"""The seams between packages hold: serving never needs torch, training never needs grpc."""
+"""The seams between packages hold: serving never needs torch, training never needs grpc, and the
+model repository contract they share needs nothing but the standard library."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def test_serving_side_imports_without_torch_training_or_export(package: str) -> 
     assert modules, f"no modules found under {package}/"
     code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
     result = _run_with_blocked_imports(["torch", "training", "export", "onnx"], code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_model_repository_package_needs_the_standard_library_only() -> None:
+    """modelrepo is shared by service, export, training and bench, so it may import none."""
+    modules = _modules_of("modelrepo")
+    assert modules, "no modules found under modelrepo/"
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    blocked = ["torch", "onnx", "onnxruntime", "numpy", "grpc", "service", "training", "export"]
+    result = _run_with_blocked_imports([*blocked, "cvae", "bench"], code)
     assert result.returncode == 0, result.stderr
 
 

@@ -14,7 +14,7 @@ import torch
 
 from cvae.cli import main
 from export.exporter import MetricsError, export_checkpoint
-from export.repository import RepositoryError
+from modelrepo import ModelRepositoryError
 from training.checkpoint import load_checkpoint
 
 
@@ -86,7 +86,7 @@ def test_exported_model_runs_and_matches_the_checkpoint(repository: Path, checkp
 
 def test_existing_version_is_never_overwritten(repository: Path, checkpoint: Path) -> None:
     before = {path.name: path.read_bytes() for path in (repository / "small" / "1").iterdir()}
-    with pytest.raises(RepositoryError, match="already exists"):
+    with pytest.raises(ModelRepositoryError, match="already exists"):
         export_checkpoint(checkpoint, repository, name="small", version=1)
     after = {path.name: path.read_bytes() for path in (repository / "small" / "1").iterdir()}
     assert after == before

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import modelrepo
+
 OPSET = 18
 BREAKAGES = (
     "truncated_onnx",  # model.onnx cut in half (sha256 in model.json matches the cut file)
@@ -111,22 +113,26 @@ def _flat_output_decoder(spec: DecoderSpec) -> bytes:
 
 def model_document(spec: DecoderSpec, name: str, version: str, onnx_bytes: bytes) -> dict[str, Any]:
     """The model.json of docs/model-repository.md for this decoder."""
-    return {
-        "format": "cvae-model/1",
-        "name": name,
-        "version": version,
-        "latent_dim": spec.latent_dim,
-        "num_classes": spec.num_classes,
-        "class_names": [str(index) for index in range(spec.num_classes)],
-        "image_shape": list(spec.image_shape),
-        "inputs": {"latent": "z", "label": "label"},
-        "outputs": {"image": "image"},
-        "opset": OPSET,
-        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-        "training_config": {"note": "test decoder, not trained"},
-        "metrics": dict(spec.metrics),
-        "created_at": "2026-11-26T09:00:00Z",
-    }
+    decoder = modelrepo.GraphSpec(
+        role=modelrepo.DECODER,
+        file=modelrepo.DECODER_FILE,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        inputs={"latent": "z", "label": "label"},
+        outputs={"image": "image"},
+    )
+    return modelrepo.model_document(
+        name=name,
+        version=version,
+        latent_dim=spec.latent_dim,
+        num_classes=spec.num_classes,
+        class_names=[str(index) for index in range(spec.num_classes)],
+        image_shape=spec.image_shape,
+        decoder=decoder,
+        opset=OPSET,
+        training_config={"note": "test decoder, not trained"},
+        metrics=dict(spec.metrics),
+        created_at="2026-11-26T09:00:00Z",
+    )
 
 
 def write_version(

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from cvae.v1 import generator_pb2 as pb
+from modelrepo import ModelRepository, read_spec
 from service.codec import to_uint8
-from service.repository import ModelRepository, read_spec
 from service.runtime import RuntimeOptions, load_runtime
 from service.sampler import sample_latents
 from tests.service.serverproc import ServerProcess

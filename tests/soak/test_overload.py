@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
-from service.repository import ModelRepository
+from modelrepo import ModelRepository
 from tests.reliability.memory import resident_mib
 from tests.service.serverproc import ServerProcess
 from tests.soak.conftest import record_checks

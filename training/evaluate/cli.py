@@ -61,6 +61,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     configure_openmp_waiting()  # before torch loads
+    from modelrepo import ModelRepositoryError
     from training.checkpoint import CheckpointError
     from training.data import MnistDataError
     from training.evaluate.evaluator import (
@@ -70,7 +71,6 @@ def _run(args: argparse.Namespace) -> int:
         evaluate_checkpoint,
         evaluate_onnx,
     )
-    from training.evaluate.onnx_model import ModelFolderError
 
     if args.iw_images < 0:
         raise SystemExit("cvae evaluate: --iw-images must be >= 0")
@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics = evaluate_onnx(args.onnx, args.out, settings)
         else:
             metrics = evaluate_checkpoint(args.checkpoint, args.out, settings)
-    except (CheckpointError, MnistDataError, EvaluationError, ModelFolderError) as error:
+    except (CheckpointError, MnistDataError, EvaluationError, ModelRepositoryError) as error:
         raise SystemExit(f"cvae evaluate: {error}") from error
     summary = (
         f"label accuracy {metrics['label_accuracy']:.4f} "

@@ -186,9 +186,9 @@ def evaluate_onnx(
         "model": {
             "kind": "onnx",
             "path": str(folder),
-            "name": decoder.description.get("name"),
-            "version": decoder.description.get("version"),
-            "sha256": decoder.description["onnx_sha256"],
+            "name": decoder.spec.name,
+            "version": decoder.spec.version,
+            "sha256": decoder.spec.onnx_sha256,
             "latent_dim": decoder.latent_dim,
             "class_names": decoder.class_names,
         },

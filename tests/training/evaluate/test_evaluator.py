@@ -12,6 +12,7 @@ from PIL import Image
 
 from cvae.cli import main
 from export.exporter import export_checkpoint
+from modelrepo import ModelRepositoryError
 from tests.training.evaluate.conftest import SMALL_CLASSIFIER
 from training.evaluate.evaluator import (
     EvaluationError,
@@ -19,7 +20,6 @@ from training.evaluate.evaluator import (
     evaluate_checkpoint,
     evaluate_onnx,
 )
-from training.evaluate.onnx_model import ModelFolderError
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_onnx_folder_with_a_wrong_hash_is_refused(
     description = json.loads((folder / "model.json").read_text())
     description["onnx_sha256"] = "0" * 64
     (folder / "model.json").write_text(json.dumps(description))
-    with pytest.raises(ModelFolderError, match="hashes to"):
+    with pytest.raises(ModelRepositoryError, match="does not match onnx_sha256"):
         evaluate_onnx(folder, tmp_path / "eval", settings)
 
 

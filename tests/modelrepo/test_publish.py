@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from export.repository import RepositoryError, existing_versions, next_version, publish_version
+from modelrepo import ModelRepositoryError, existing_versions, next_version, publish_version
 
 
 def _writer(payload: bytes = b"graph") -> Any:
@@ -53,7 +53,7 @@ def test_versions_count_up_from_what_is_on_disk(tmp_path: Path) -> None:
 
 def test_existing_version_is_refused_and_kept(tmp_path: Path) -> None:
     folder = publish_version(tmp_path, "m", None, _writer(b"first"))
-    with pytest.raises(RepositoryError, match="already exists"):
+    with pytest.raises(ModelRepositoryError, match="already exists"):
         publish_version(tmp_path, "m", 1, _writer(b"second"))
     assert (folder / "model.onnx").read_bytes() == b"first"
     assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["1"]
@@ -61,10 +61,10 @@ def test_existing_version_is_refused_and_kept(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "-dash"])
 def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
-    with pytest.raises(RepositoryError, match="model name"):
+    with pytest.raises(ModelRepositoryError, match="model name"):
         publish_version(tmp_path, name, None, _writer())
 
 
 def test_version_zero_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RepositoryError, match="positive"):
+    with pytest.raises(ModelRepositoryError, match="positive"):
         publish_version(tmp_path, "m", 0, _writer())
