@@ -60,6 +60,13 @@ class ServiceMetrics:
             "cvae_queue_depth", "Images waiting for a decoder call", registry=registry,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        # Generator calls inside the service (health and reflection not counted), the per-pod
+        # saturation signal the HPA scales on: under overload it climbs to the concurrency limit
+        # while refusals at gRPC's intake, which no counter here sees, begin.
+        self.requests_in_flight = Gauge(
+            "cvae_requests_in_flight", "Generator calls being handled", registry=registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.model_info = Gauge(
             "cvae_model_info", "1 for each loaded model version", ["name", "version"],
             registry=registry, multiprocess_mode="livemax",
@@ -77,6 +84,12 @@ class ServiceMetrics:
         self._duration_children: dict[str, Any] = {}
 
     # Request accounting (servicer).
+    def call_started(self) -> None:
+        self.requests_in_flight.inc()
+
+    def call_finished(self) -> None:
+        self.requests_in_flight.dec()
+
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         counter = self._request_children.get((method, code))
         if counter is None:

@@ -166,6 +166,7 @@ class _Call:
 
     async def __aenter__(self) -> _Call:
         self._in_flight.enter()
+        self._metrics.call_started()
         return self
 
     async def __aexit__(
@@ -202,6 +203,7 @@ class _Call:
             return False  # not reached: _abort raises
         finally:
             self._in_flight.leave()
+            self._metrics.call_finished()
             self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
 
     async def _abort(self, code: grpc.StatusCode, details: str) -> None:

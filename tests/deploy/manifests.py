@@ -16,8 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
 # Every folder with a kustomization.yaml is rendered and checked: a new overlay is covered
 # without editing the tests.
+# Components (kind: Component) cannot be built alone: they are checked through what includes them.
 KUSTOMIZATIONS = sorted(
-    str(path.parent.relative_to(K8S_DIR)) for path in K8S_DIR.rglob("kustomization.yaml")
+    str(path.parent.relative_to(K8S_DIR))
+    for path in K8S_DIR.rglob("kustomization.yaml")
+    if yaml.safe_load(path.read_text()).get("kind", "Kustomization") == "Kustomization"
+)
+COMPONENTS = sorted(
+    str(path.parent.relative_to(K8S_DIR))
+    for path in K8S_DIR.rglob("kustomization.yaml")
+    if yaml.safe_load(path.read_text()).get("kind") == "Component"
 )
 
 Obj = dict[str, Any]
@@ -125,6 +133,13 @@ def quantity(value: str | int | float) -> float:
     return float(match["number"]) * _SUFFIX[match["suffix"]]
 
 
-def cpu_limit_threads(workload: Obj) -> int:
-    """What a resourceFieldRef on limits.cpu with divisor 1 gives the container: ceil(cores)."""
-    return math.ceil(quantity(container(workload)["resources"]["limits"]["cpu"]))
+def cpu_budget(workload: Obj) -> int:
+    """What the CVAE_CPUS resourceFieldRef (divisor 1) gives the container: ceil(cores) of the
+    resource it names, read from the container's resources as the kubelet would."""
+    server = container(workload)
+    env = {e["name"]: e for e in server.get("env", [])}
+    field = env["CVAE_CPUS"]["valueFrom"]["resourceFieldRef"]
+    kind, _, resource = field["resource"].partition(".")
+    value = server["resources"].get(kind, {}).get(resource)
+    assert value is not None, f"{field['resource']} is not set: the kubelet would give node CPUs"
+    return math.ceil(quantity(value) / quantity(field.get("divisor", "1")))

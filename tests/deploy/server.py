@@ -53,13 +53,19 @@ class RunningServer:
 
     def scrape(self) -> dict[str, list[dict[str, str]]]:
         """Sample name -> the label sets of its series, from the live /metrics page."""
+        return {
+            name: [labels for labels, _ in series] for name, series in self.scrape_values().items()
+        }
+
+    def scrape_values(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """Sample name -> (label set, value) of each of its series, from the live /metrics."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        samples: dict[str, list[dict[str, str]]] = {}
+        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                samples.setdefault(sample.name, []).append(dict(sample.labels))
+                samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
         return samples
 
 

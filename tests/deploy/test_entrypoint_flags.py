@@ -15,7 +15,7 @@ from tests.deploy.dockerfile import stages
 from tests.deploy.manifests import (
     ROOT,
     container,
-    cpu_limit_threads,
+    cpu_budget,
     one,
     render,
     serving_kustomizations,
@@ -89,10 +89,10 @@ def test_the_pod_environment_is_accepted_by_the_service_settings(kustomization: 
     rendered = render(kustomization)
     deployment = one(rendered, "Deployment")
     environ = dict(one(rendered, "ConfigMap")["data"])
-    environ["CVAE_CPUS"] = str(cpu_limit_threads(deployment))
+    environ["CVAE_CPUS"] = str(cpu_budget(deployment))
     environ["CVAE_HOST"] = stages()["serve"].env()["CVAE_HOST"]
     settings = service_settings.from_sources({}, environ)
-    assert settings.cpus == cpu_limit_threads(deployment)
+    assert settings.cpus == cpu_budget(deployment)
     assert settings.port == int(environ["CVAE_PORT"])
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from tests.deploy.manifests import (
+    K8S_DIR,
+    KUSTOMIZATIONS,
     container,
     container_port,
-    cpu_limit_threads,
+    cpu_budget,
     objects,
     one,
     pod_labels,
@@ -82,15 +87,21 @@ def test_config_map_ports_are_the_container_ports(rendered: tuple[dict, ...]) ->
     assert int(config["data"]["CVAE_METRICS_PORT"]) == container_port(deployment, "metrics")
 
 
-def test_the_cpu_budget_follows_the_cpu_limit(rendered: tuple[dict, ...]) -> None:
+def test_the_cpu_budget_follows_the_cpu_request(rendered: tuple[dict, ...]) -> None:
+    """requests.cpu, which every container sets: with limits.cpu and no CPU limit the kubelet
+    hands the node's CPU count to the pod, and threads per decoder slot grow with the node."""
     deployment = one(rendered, "Deployment")
     server = container(deployment)
     env = {e["name"]: e for e in server["env"]}
     field = env["CVAE_CPUS"]["valueFrom"]["resourceFieldRef"]
-    assert field["resource"] == "limits.cpu"
+    assert field["resource"] == "requests.cpu"
     assert field["containerName"] == server["name"]
     assert quantity(field.get("divisor", "1")) == 1
-    assert cpu_limit_threads(deployment) >= 1
+    assert cpu_budget(deployment) >= 1
+    # An operator who drops the CPU limit (to avoid CFS throttling) keeps the same threads.
+    unlimited = json.loads(json.dumps(deployment))
+    del container(unlimited)["resources"]["limits"]["cpu"]
+    assert cpu_budget(unlimited) == cpu_budget(deployment)
     # Nothing else sets it: an envFrom value would be overridden silently, so refuse one.
     (source,) = server["envFrom"]
     config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
@@ -134,7 +145,7 @@ def test_pods_are_locked_down(rendered: tuple[dict, ...]) -> None:
     assert one(rendered, "ServiceAccount", service_account)
 
 
-def test_autoscaler_targets_the_deployment_on_cpu_and_queue_depth(
+def test_autoscaler_targets_the_deployment_on_cpu_and_saturation(
     rendered: tuple[dict, ...],
 ) -> None:
     deployment = one(rendered, "Deployment")
@@ -147,9 +158,14 @@ def test_autoscaler_targets_the_deployment_on_cpu_and_queue_depth(
         deployment["metadata"]["name"],
     )
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
-    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
-    assert metrics["Resource"]["resource"]["name"] == "cpu"
-    assert metrics["Pods"]["pods"]["metric"]["name"] == "cvae_queue_depth"
+    resources = [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+    assert resources == ["cpu"]
+    pods = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    assert pods == {
+        "cvae_requests_in_flight",
+        "cvae_queue_wait_seconds",
+        "cvae_refusals_per_second",
+    }
     scale_down = hpa["spec"]["behavior"]["scaleDown"]
     assert scale_down["stabilizationWindowSeconds"] >= 60
 
@@ -196,10 +212,95 @@ def test_overlays_keep_the_base_names_so_jobs_find_the_service() -> None:
         assert base_names <= names, kustomization
 
 
-def test_overlays_put_everything_in_their_own_namespace() -> None:
+def _overlay_namespace(kustomization: str) -> str:
+    return str(
+        yaml.safe_load((K8S_DIR / kustomization / "kustomization.yaml").read_text())["namespace"]
+    )
+
+
+def test_overlays_put_everything_in_a_namespace_they_do_not_own() -> None:
+    """`kubectl delete -k` of an overlay must not delete its namespace (and the dataset claim in
+    it): the namespaces live in deploy/k8s/cluster, applied once."""
+    cluster_namespaces = {n["metadata"]["name"] for n in objects(render("cluster"), "Namespace")}
     for kustomization in (k for k in SERVING if k.startswith("overlays/")):
         rendered = render(kustomization)
-        (namespace,) = objects(rendered, "Namespace")
+        assert not objects(rendered, "Namespace"), kustomization
+        namespace = _overlay_namespace(kustomization)
+        assert namespace in cluster_namespaces, kustomization
         for obj in rendered:
-            if obj["kind"] != "Namespace":
-                assert obj["metadata"]["namespace"] == namespace["metadata"]["name"]
+            assert obj["metadata"]["namespace"] == namespace, obj["metadata"]["name"]
+
+
+def test_cluster_namespaces_enforce_the_restricted_pod_security_standard() -> None:
+    for namespace in objects(render("cluster"), "Namespace"):
+        labels = namespace["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _workloads() -> list[tuple[str, dict]]:
+    found = [(k, one(render(k), "Deployment")) for k in SERVING]
+    found += [(k, one(render(k), "Job")) for k in KUSTOMIZATIONS if k.startswith("jobs/")]
+    return found
+
+
+def test_pods_get_no_service_link_variables() -> None:
+    """The Service `cvae` would inject CVAE_PORT=tcp://..., a setting's name, into every pod."""
+    for kustomization, workload in _workloads():
+        assert pod_spec(workload)["enableServiceLinks"] is False, kustomization
+
+
+def test_every_priority_class_named_is_shipped_and_serving_outranks_batch() -> None:
+    classes = {c["metadata"]["name"]: c for c in objects(render("cluster"), "PriorityClass")}
+    named = {k: pod_spec(w)["priorityClassName"] for k, w in _workloads()}
+    assert set(named.values()) <= set(classes), named
+    serving = {named[k] for k in SERVING}
+    batch = {named[k] for k in named if k.startswith("jobs/")}
+    assert len(serving) == len(batch) == 1
+    assert classes[serving.pop()]["value"] > classes[batch.pop()]["value"]
+    assert not any(c.get("globalDefault") for c in classes.values())
+    assert all(c.get("preemptionPolicy") == "Never" for c in classes.values() if c["value"] < 10**5)
+
+
+def test_ephemeral_storage_requests_cover_the_scratch_volumes() -> None:
+    """An emptyDir counts against ephemeral storage: the request must hold its size limit (and
+    the limit must exceed it, or a full /tmp evicts the pod before the volume refuses writes)."""
+    for kustomization, workload in _workloads():
+        scratch = sum(
+            quantity(v["emptyDir"].get("sizeLimit", "0"))
+            for v in pod_spec(workload)["volumes"]
+            if "emptyDir" in v
+        )
+        resources = container(workload)["resources"]
+        assert quantity(resources["requests"]["ephemeral-storage"]) >= scratch, kustomization
+        assert quantity(resources["limits"]["ephemeral-storage"]) > scratch, kustomization
+
+
+def test_rollouts_wait_for_pods_to_stay_ready(rendered: tuple[dict, ...]) -> None:
+    deployment = one(rendered, "Deployment")
+    assert deployment["spec"]["minReadySeconds"] >= 5
+    readiness = container(deployment)["readinessProbe"]
+    assert deployment["spec"]["minReadySeconds"] >= readiness["periodSeconds"]
+
+
+def test_prod_replicas_never_pile_onto_one_node() -> None:
+    deployment = one(render("overlays/prod"), "Deployment")
+    constraints = pod_spec(deployment)["topologySpreadConstraints"]
+    by_key = {c["topologyKey"]: c for c in constraints}
+    host = by_key["kubernetes.io/hostname"]
+    assert host["whenUnsatisfiable"] == "DoNotSchedule" and host["maxSkew"] == 1
+    assert "pod-template-hash" in host["matchLabelKeys"]
+    for constraint in constraints:
+        assert selector_matches(constraint["labelSelector"], pod_labels(deployment))
+
+
+def test_one_image_setting_for_the_server_and_the_jobs() -> None:
+    """The image is set in one place (a component), and every workload runs that image."""
+    setting_files = [
+        path.relative_to(K8S_DIR)
+        for path in K8S_DIR.rglob("kustomization.yaml")
+        if yaml.safe_load(path.read_text()).get("images")
+    ]
+    assert [str(p.parent) for p in setting_files] == ["components/image"], setting_files
+    images = {container(w)["image"] for _, w in _workloads()}
+    assert len(images) == 1, images
+    assert all(container(w)["imagePullPolicy"] == "IfNotPresent" for _, w in _workloads())

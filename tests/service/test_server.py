@@ -217,6 +217,7 @@ def test_metrics_scrape_shows_every_metric(server: ServerProcess) -> None:
         'cvae_batch_size_bucket{le="1.0"}',
         "cvae_images_generated_total ",
         "cvae_queue_depth 0.0",
+        "cvae_requests_in_flight 0.0",
         'cvae_model_info{name="cvae-mnist",version="1"} 1.0',
         'cvae_model_reloads_total{outcome="loaded"} 1.0',
         "process_resident_memory_bytes ",
@@ -239,6 +240,20 @@ def test_cancelled_stream_stops_generating(server: ServerProcess) -> None:
     assert server.metric("cvae_images_generated_total") == settled
     assert settled < 100_000  # far from the 2,000,000 asked for
     assert server.metric("cvae_queue_depth") == 0
+
+
+def test_calls_in_flight_are_counted_while_they_run(server: ServerProcess) -> None:
+    """The autoscaler's saturation gauge: an open stream is one call in flight, until it ends."""
+    assert server.metric("cvae_requests_in_flight") == 0
+    request = pb.GenerateRequest(labels=[4] * 400_000, chunk_size=256, omit_latents=True)
+    call = server.stub.GenerateStream(request, timeout=120)
+    next(call)
+    assert server.metric("cvae_requests_in_flight") == 1
+    call.cancel()
+    deadline = time.monotonic() + 10
+    while server.metric("cvae_requests_in_flight") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.metric("cvae_requests_in_flight") == 0
 
 
 def test_a_slow_stream_reader_holds_the_server_back(server: ServerProcess) -> None:
