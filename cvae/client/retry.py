@@ -33,7 +33,12 @@ class RetryPolicy:
     multiplier: float = 2.0
     """Growth of the wait's upper bound per attempt."""
     retryable_codes: frozenset[grpc.StatusCode] = field(default=_DEFAULT_RETRYABLE)
-    """Status codes worth another try; never INVALID_ARGUMENT or NOT_FOUND."""
+    """Status codes worth another try; never INVALID_ARGUMENT (NOT_FOUND: see below)."""
+    retry_unloaded_version: bool = True
+    """NOT_FOUND for a request that pins model_version is tried again: during a rollout or a
+    publish, another replica may serve that version already (round_robin sends the next try
+    elsewhere) and this one loads it at its next repository scan. Unpinned calls never get
+    NOT_FOUND; a version that no replica will ever load fails after max_attempts."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -41,7 +46,10 @@ class RetryPolicy:
         if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
             raise ValueError("backoffs must be >= 0 and multiplier >= 1")
 
-    def is_retryable(self, code: grpc.StatusCode) -> bool:
+    def is_retryable(self, code: grpc.StatusCode, pinned_version: bool = False) -> bool:
+        """Whether to try again after `code`; `pinned_version`: the request named a version."""
+        if code is grpc.StatusCode.NOT_FOUND and pinned_version:
+            return self.retry_unloaded_version
         return code in self.retryable_codes
 
     def backoffs(self, rng: random.Random | None = None) -> Iterator[float]:

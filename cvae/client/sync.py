@@ -67,7 +67,9 @@ class Client:
     ) -> ModelInfo:
         """Describe the newest loaded model, or the pinned `model_version`."""
         request = pb.GetModelInfoRequest(model_version=model_version or "")
-        info = self._call(lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s)
+        info = self._call(
+            lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s, bool(model_version)
+        )
         return model_info_from_proto(info)
 
     def generate(
@@ -92,7 +94,9 @@ class Client:
             model_version=model_version,
             omit_latents=omit_latents,
         )
-        response = self._call(lambda t: self._stub.Generate(request, timeout=t), timeout_s)
+        response = self._call(
+            lambda t: self._stub.Generate(request, timeout=t), timeout_s, bool(model_version)
+        )
         return result_from_response(response)
 
     def stream(
@@ -141,14 +145,16 @@ class Client:
                 if progress.complete:
                     return
                 error = error_from_rpc(rpc_error, self.target)
-                self._wait_or_raise(error, backoffs, deadline)
+                self._wait_or_raise(error, backoffs, deadline, bool(model_version))
                 _LOGGER.warning(
                     "stream interrupted after %d images, resuming: %s", progress.done, error
                 )
             finally:
                 call.cancel()
 
-    def _call(self, attempt: Callable[[float], _T], timeout_s: float | None) -> _T:
+    def _call(
+        self, attempt: Callable[[float], _T], timeout_s: float | None, pinned: bool = False
+    ) -> _T:
         """Run `attempt(remaining_seconds)`, retrying until success or the deadline."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         backoffs = self.retry.backoffs(self._rng)
@@ -161,13 +167,18 @@ class Client:
             try:
                 return attempt(remaining)
             except grpc.RpcError as rpc_error:
-                self._wait_or_raise(error_from_rpc(rpc_error, self.target), backoffs, deadline)
+                error = error_from_rpc(rpc_error, self.target)
+                self._wait_or_raise(error, backoffs, deadline, pinned)
 
     def _wait_or_raise(
-        self, error: GeneratorError, backoffs: Iterator[float], deadline: float
+        self,
+        error: GeneratorError,
+        backoffs: Iterator[float],
+        deadline: float,
+        pinned: bool = False,
     ) -> None:
         """Sleep before the next try, or raise `error` when it is final."""
-        if not self.retry.is_retryable(error.code):
+        if not self.retry.is_retryable(error.code, pinned):
             raise error from None  # the typed error carries code and details
         wait = next(backoffs, None)
         if wait is None or time.monotonic() + wait >= deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ from cvae.client import (
     UnavailableError,
 )
 from tests.cvae.certs import make_certificates
+from tests.service.modelrepo import write_version
 from tests.service.serverproc import ServerProcess
 
 
@@ -90,12 +92,54 @@ def test_bad_input_raises_a_typed_error_at_once(server: str) -> None:
             client.generate([0, num_classes])
         assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
         assert "label" in caught.value.details
-        with pytest.raises(NotFoundError):
-            client.generate([0], model_version="999")
         with pytest.raises(InvalidArgumentError):
             list(client.stream([]))
     # not retried: the default policy would back off for seconds on a retryable code
     assert time.monotonic() - started < 5
+    with Client(server, retry=RetryPolicy(retry_unloaded_version=False)) as client:
+        started = time.monotonic()
+        with pytest.raises(NotFoundError):
+            client.generate([0], model_version="999")
+        assert time.monotonic() - started < 5
+
+
+def test_a_pinned_version_one_replica_lacks_is_found_on_another(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """Mid-rollout: replica A serves version 1 only, replica B 1 and 2. A client pinning 2 over
+    both (round_robin) gets NOT_FOUND from A; retrying sends the call to B."""
+    newer = tmp_path / "newer"
+    shutil.copytree(model_repository, newer)
+    write_version(newer, "2")
+    with ServerProcess(model_repository) as old, ServerProcess(newer) as new:
+        target = f"ipv4:{old.address},{new.address}"
+        strict = RetryPolicy(retry_unloaded_version=False)
+        with Client(target, retry=strict) as client:
+            outcomes = []
+            for seed in range(8):
+                try:
+                    outcomes.append(client.generate([3], seed=seed, model_version="2"))
+                except NotFoundError:
+                    outcomes.append(None)
+        assert None in outcomes, "the old replica is reached and refuses version 2"
+        with Client(target) as client:  # the default policy
+            results = [client.generate([3], seed=s, model_version="2") for s in range(8)]
+            streamed = list(client.stream([3] * 40, seed=1, model_version="2", chunk_size=8))
+        assert all(r.model_version == "2" for r in results)
+        assert sum(len(part.labels) for part in streamed) == 40
+
+        async def pinned() -> list[str]:
+            async with AsyncClient(target) as client:
+                calls = [client.generate([3], seed=s, model_version="2") for s in range(8)]
+                return [r.model_version for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(pinned()) == ["2"] * 8
+        # A version no replica has still fails, after the bounded retries.
+        with (
+            Client(target, retry=RetryPolicy(max_attempts=3)) as client,
+            pytest.raises(NotFoundError),
+        ):
+            client.generate([3], model_version="7")
 
 
 def test_dns_target_with_round_robin_works(server: str) -> None:

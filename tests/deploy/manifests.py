@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +48,34 @@ def render(kustomization: str) -> tuple[Obj, ...]:
         timeout=60,
     )
     assert result.returncode == 0, f"kubectl kustomize {kustomization} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render_with_components(
+    kustomization: str, components: list[str], scratch: Path
+) -> tuple[Obj, ...]:
+    """`kustomization` with extra components (paths under deploy/k8s), as an operator adds them:
+    through a kustomization in `scratch` that includes both (kustomize wants relative paths)."""
+    folder = scratch / "with-components"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def relative(path: str) -> str:
+        return os.path.relpath(K8S_DIR / path, folder)
+
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [relative(kustomization)],
+                "components": [relative(c) for c in components],
+            }
+        )
+    )
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"kubectl kustomize {folder} failed:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 

@@ -4,17 +4,22 @@ other and with the serving stack they call."""
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from cvae.jobs import workdir
 from tests.deploy.manifests import (
+    ROOT,
     container,
     objects,
     one,
     pod_labels,
     pod_spec,
     render,
+    render_with_components,
     selector_matches,
     service_selects,
 )
@@ -68,10 +73,69 @@ def _claim_of(job: dict, path: str) -> str:
     return claims[mount_path]
 
 
+def _co_located(job: dict) -> bool:
+    """Whether the pod must run on the node of the other users of its claim (pod affinity on
+    kubernetes.io/hostname, selecting every Job pod of the claim)."""
+    terms = (
+        pod_spec(job)
+        .get("affinity", {})
+        .get("podAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    )
+    users = [pod_labels(_job(k)) for k in _JOBS]
+    return any(
+        term["topologyKey"] == "kubernetes.io/hostname"
+        and all(selector_matches(term["labelSelector"], labels) for labels in users)
+        for term in terms
+    )
+
+
 def test_job_writes_to_the_claim_it_ships() -> None:
     job = _job()
     claim = one(render(_JOB), "PersistentVolumeClaim", _claim_of(job, _shard_folders()[0]))
-    assert "ReadWriteMany" in claim["spec"]["accessModes"], "shard pods may share no node"
+    if claim["spec"]["accessModes"] == ["ReadWriteOnce"]:
+        # One node may mount it: every pod of either Job must go to the same node.
+        assert all(_co_located(_job(k)) for k in _JOBS)
+    else:
+        assert "ReadWriteMany" in claim["spec"]["accessModes"], "shard pods may share no node"
+
+
+def test_the_rwx_component_spreads_the_shards_on_a_named_class(tmp_path: Path) -> None:
+    rendered = render_with_components(_JOB, ["components/datasets-rwx"], tmp_path)
+    claim = one(rendered, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"]
+    assert "affinity" not in pod_spec(one(rendered, "Job"))
+    merge = one(render_with_components(_MERGE, ["components/datasets-rwx"], tmp_path), "Job")
+    assert "affinity" not in pod_spec(merge)
+
+
+def test_every_shard_pins_one_model_version_that_ships() -> None:
+    """Shards from different versions cannot be merged: the version is fixed in the Job."""
+    args = container(_job())["args"]
+    version = _arg(args, "--model-version")
+    assert args.count("--model-version") == 1
+    assert not _REFERENCE.search(version), "not from a per-pod variable"
+    shipped = {p.parent.name for p in (ROOT / "models").glob("*/*/model.json")}
+    assert version in shipped, (version, shipped)
+
+
+def test_merge_waits_for_every_shard_to_finish() -> None:
+    """Applied early (GitOps), the merge must wait, not fail: its init container polls for each
+    shard's shard.json, the file `cvae generate` writes last."""
+    merge_job = _job(_MERGE)
+    (init,) = pod_spec(merge_job)["initContainers"]
+    assert init["args"][0] == "wait-for"
+    waited = init["args"][1:]
+    assert waited == [f"{folder}/{workdir._SHARD_NAME}" for folder in _shard_folders()]
+    mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    assert mounts["/data"]["name"] == next(
+        m["name"] for m in container(merge_job)["volumeMounts"] if m["mountPath"] == "/data"
+    )
+    assert init["securityContext"] == container(merge_job)["securityContext"]
+    assert init["image"] == container(merge_job)["image"]
+    # It may wait as long as the generate Job may run, and still have time to merge.
+    assert merge_job["spec"]["activeDeadlineSeconds"] > _job()["spec"]["activeDeadlineSeconds"]
 
 
 @pytest.mark.parametrize("kustomization", _JOBS)
@@ -133,3 +197,27 @@ def test_job_runs_the_serving_image_locked_down(kustomization: str) -> None:
     assert container(job)["securityContext"] == container(deployment)["securityContext"]
     mounts = {m["mountPath"] for m in container(job)["volumeMounts"]}
     assert "/tmp" in mounts
+
+
+def test_the_merge_init_container_waits_until_every_shard_is_marked_finished(
+    tmp_path: Path,
+) -> None:
+    """Its own arguments through the image script: it keeps polling while a shard.json is
+    missing and returns 0 once all exist."""
+    (init,) = pod_spec(_job(_MERGE))["initContainers"]
+    files = [Path(arg.replace("/data/", f"{tmp_path}/")) for arg in init["args"][1:]]
+    for path in files[:-1]:
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    command = ["/bin/sh", str(ROOT / "deploy" / "image.sh"), "start", *init["args"][:1]]
+    environ = {"PATH": "/usr/bin:/bin", "CVAE_WAIT_INTERVAL_S": "0.1"}
+    with subprocess.Popen(
+        [*command, *map(str, files)], env=environ, stdout=subprocess.PIPE, text=True
+    ) as waiting:
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=1.5)  # the last shard is not finished: still waiting
+        files[-1].parent.mkdir(parents=True)
+        files[-1].write_text("{}")
+        assert waiting.wait(timeout=30) == 0
+        output = waiting.stdout.read() if waiting.stdout else ""
+    assert f"waiting for {files[-1]}" in output

@@ -20,6 +20,7 @@ KUBERNETES_VERSIONS = ("1.30", "1.33")
 _SCHEMAS = Path(__file__).parent / "schemas"
 _CUSTOM_RESOURCE_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
 }
 
 
@@ -87,3 +88,21 @@ def test_the_service_monitor_schema_rejects_a_typo() -> None:
     broken = json.loads(json.dumps(monitor))
     broken["spec"]["endpoints"][0]["interval"] = "15 seconds"
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
+
+
+def test_the_prometheus_rule_schema_rejects_a_typo() -> None:
+    rule = next(o for o in render("base") if o["kind"] == "PrometheusRule")
+    schema = _custom_schema(rule)
+    assert schema is not None
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not list(validator.iter_errors(rule))
+    broken = json.loads(json.dumps(rule))
+    broken["spec"]["groups"][0]["rules"][0]["exprr"] = "up"
+    assert list(validator.iter_errors(broken))
+    broken = json.loads(json.dumps(rule))
+    alert = next(r for g in broken["spec"]["groups"] for r in g["rules"] if "alert" in r)
+    alert["for"] = "10 minutes"
+    assert list(validator.iter_errors(broken))
+    alert["for"] = "10m"
+    alert["record"] = "both:record:and_alert"
+    assert list(validator.iter_errors(broken))
