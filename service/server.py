@@ -125,6 +125,12 @@ class GenerationServer:
             options=grpc_options(settings),
             maximum_concurrent_rpcs=settings.concurrent_rpcs_limit,
         )
+        # Health only, plaintext, for kubelet probes of a TLS server (--health-port).
+        self.health_server = (
+            grpc.aio.server(options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)])
+            if settings.health_port
+            else None
+        )
         self._stopping = asyncio.Event()
         self._metrics_http: Any = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -161,6 +167,18 @@ class GenerationServer:
             self.server,
         )  # fmt: skip
         self.bound_port = self._bind(credentials)
+        if self.health_server is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            address = f"{settings.host}:{settings.health_port}"
+            try:
+                bound = self.health_server.add_insecure_port(address)
+            except RuntimeError as error:
+                bound = 0
+                _LOGGER.debug("health port: %s", error)
+            if bound == 0:
+                raise StartupError(
+                    f"--health-port {settings.health_port}: cannot listen on {address}"
+                )
         if settings.metrics_port:
             try:
                 self._metrics_http = serve_metrics(
@@ -171,6 +189,8 @@ class GenerationServer:
                     f"--metrics-port {settings.metrics_port}: cannot listen ({error})"
                 ) from None
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
 
     async def load(self) -> None:
         """Load and warm up the newest version, then turn health SERVING."""
@@ -239,6 +259,8 @@ class GenerationServer:
                 break
         await self.server.stop(0)  # health watchers and reflection streams end here
         await stopping
+        if self.health_server is not None:  # answered NOT_SERVING all through the drain
+            await self.health_server.stop(0)
 
     def close(self) -> None:
         self.batcher.close()
@@ -273,6 +295,8 @@ async def serve(settings: ServiceSettings) -> int:
         await server.run_until_stopped()
     except (ModelLoadError, StartupError):
         await server.server.stop(0)
+        if server.health_server is not None:
+            await server.health_server.stop(0)
         raise
     finally:
         server.close()

@@ -64,6 +64,13 @@ class ServiceSettings:
         default=9464, metadata=_about("Prometheus /metrics port; 0 turns it off", maximum=65535)
     )
     """TCP port of the Prometheus HTTP endpoint (same host); 0 means no metrics endpoint."""
+    health_port: int = field(
+        default=0,
+        metadata=_about("plaintext port serving gRPC health only; 0: none", maximum=65535),
+    )
+    """A second gRPC listener (same host) with grpc.health.v1 and nothing else, always
+    plaintext: for kubelet gRPC probes, which cannot speak TLS, when --tls-cert is set. It
+    reports the same statuses as the main port and takes no Generator call."""
     max_batch: int = field(
         default=128, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
     )
@@ -210,6 +217,12 @@ class ServiceSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError(
                 "--tls-cert and --tls-key (CVAE_TLS_CERT, CVAE_TLS_KEY) go together"
+            )
+        ports = [p for p in (self.port, self.metrics_port, self.health_port) if p]
+        if len(ports) != len(set(ports)):
+            raise SettingsError(
+                f"--port ({self.port}), --metrics-port ({self.metrics_port}) and --health-port "
+                f"({self.health_port}) must differ"
             )
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("--tls-client-ca (CVAE_TLS_CLIENT_CA) needs --tls-cert/--tls-key")

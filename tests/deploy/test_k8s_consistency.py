@@ -65,9 +65,17 @@ def test_both_services_select_the_server_pods_on_its_grpc_port(rendered: tuple[d
 
 
 def test_probes_are_native_grpc_health_checks_on_the_grpc_port(rendered: tuple[dict, ...]) -> None:
+    """On the gRPC port; with TLS on it, on the plaintext health-only port (CVAE_HEALTH_PORT),
+    since kubelet gRPC probes cannot speak TLS."""
     deployment = one(rendered, "Deployment")
     server = container(deployment)
-    grpc_port = container_port(deployment, "grpc")
+    (source,) = server["envFrom"]
+    config = one(rendered, "ConfigMap", source["configMapRef"]["name"])["data"]
+    if "CVAE_TLS_CERT" in config:
+        grpc_port = container_port(deployment, "health")
+        assert int(config["CVAE_HEALTH_PORT"]) == grpc_port
+    else:
+        grpc_port = container_port(deployment, "grpc")
     for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = server[probe_name]
         assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, probe_name

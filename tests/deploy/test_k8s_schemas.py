@@ -21,6 +21,7 @@ _SCHEMAS = Path(__file__).parent / "schemas"
 _CUSTOM_RESOURCE_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
+    ("cert-manager.io/v1", "Certificate"): "certificate-cert-manager.io-v1.json",
 }
 
 
@@ -38,7 +39,9 @@ def _cases() -> list[Any]:
 
 
 def test_every_kustomization_is_found() -> None:
-    assert {"base", "overlays/dev", "overlays/prod", "jobs/generate"} <= set(KUSTOMIZATIONS)
+    assert {"base", "overlays/dev", "overlays/prod", "overlays/prod-tls", "jobs/generate"} <= set(
+        KUSTOMIZATIONS
+    )
 
 
 @pytest.mark.parametrize(("kustomization", "version"), _cases())

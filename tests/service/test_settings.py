@@ -120,3 +120,14 @@ def test_onnxruntime_threads_are_sized_from_the_cpu_budget() -> None:
     assert threads(cpus=8, workers=2) == 2
     assert threads(cpus=1) == 1  # at least one
     assert threads(cpus=8, intra_op_threads=3) == 3  # an explicit value wins
+
+
+def test_the_health_port_is_off_by_default_and_must_not_reuse_another_port() -> None:
+    assert ServiceSettings().health_port == 0
+    assert from_sources({}, {"CVAE_HEALTH_PORT": "8081"}).health_port == 8081
+    for clash in ({"CVAE_HEALTH_PORT": "50051"}, {"CVAE_HEALTH_PORT": "9464"}):
+        with pytest.raises(SettingsError, match="must differ"):
+            from_sources({}, clash)
+    with pytest.raises(SettingsError, match="must differ"):
+        from_sources({}, {"CVAE_PORT": "9464"})
+    assert from_sources({}, {"CVAE_PORT": "0", "CVAE_METRICS_PORT": "0"}).port == 0
