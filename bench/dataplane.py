@@ -29,12 +29,16 @@ async def _run(model: ModelSpec, threads: int, concurrency: int, seconds: float)
     # Imported here: the rest of the bench must not depend on the service's internals.
     from cvae.v1 import generator_pb2
     from service import codec
-    from service.batcher import BatchingPolicy, DynamicBatcher
+    from service.batcher import DynamicBatcher
     from service.generator import ImageGenerator
-    from service.runtime import RuntimeOptions, load_runtime
+    from service.options import batching_policy, runtime_options
+    from service.runtime import load_runtime
+    from service.settings import ServiceSettings
 
-    runtime = load_runtime(model.onnx_path.parent, RuntimeOptions(intra_op_threads=threads))
-    batcher = DynamicBatcher(BatchingPolicy())
+    runtime = load_runtime(
+        model.onnx_path.parent, runtime_options(ServiceSettings(intra_op_threads=threads))
+    )
+    batcher = DynamicBatcher(batching_policy(ServiceSettings()))
     generator = ImageGenerator(batcher)
     raw = generate_request(1, "UINT8", num_classes=model.num_classes).SerializeToString()
     calls = 0

@@ -20,8 +20,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelrepo import ModelSpec
+from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
+_SHIPPED = ServiceSettings()  # the defaults of `cvae serve`, which ServiceConfig starts from
 GENERATOR_SERVICE = "cvae.v1.Generator"
 
 
@@ -141,9 +143,9 @@ def http_ok(url: str) -> Callable[[], bool]:
 class ServiceConfig:
     """One configuration of `cvae serve` under test."""
 
-    batching: bool = True
-    max_batch: int = 128
-    max_delay_ms: float = 2.0
+    batching: bool = _SHIPPED.batching
+    max_batch: int = _SHIPPED.max_batch
+    max_delay_ms: float = _SHIPPED.max_delay_ms
     intra_op_threads: int = 0
     """0 leaves the service's own default (the CPUs the process may use)."""
     decoder_slots: int = 0
@@ -184,7 +186,7 @@ def cvae_service(
         "--max-batch", str(config.max_batch),
         "--max-delay-ms", str(config.max_delay_ms),
         "--batching", "true" if config.batching else "false",
-        "--reload-interval", "0",
+        "--reload-interval-s", "0",
     ]  # fmt: skip
     if config.intra_op_threads:
         args += ["--intra-op-threads", str(config.intra_op_threads)]

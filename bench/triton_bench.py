@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
+from bench.frames import KSERVE_INFER_PATH
 from bench.grpccheck import CallCounter, triton_counts
 from bench.scenarios import Scenario, Target, Timing
 from bench.servers import ServerProcess, free_port, http_ok, running
@@ -108,7 +109,7 @@ def run(
             target = Target(
                 server="triton",
                 config=config,
-                url=f"http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer",
+                url=f"http://127.0.0.1:{grpc_port}{KSERVE_INFER_PATH}",
                 frame=_frame_writer(env, work / "frames", model.latent_dim),
                 counter=CallCounter(
                     f"http://127.0.0.1:{metrics_port}/metrics", triton_counts(MODEL_NAME)

@@ -44,15 +44,22 @@ _SMOOTHING = 0.2  # weight of the newest batch in the seconds-per-image average
 
 @dataclass(frozen=True)
 class BatchingPolicy:
-    """The batcher's knobs (from ServiceSettings)."""
+    """The batcher's knobs: the ServiceSettings fields of the same names, which document them.
 
-    max_batch: int = 128
-    max_delay_s: float = 0.002
-    batching: bool = True
-    queue_size: int = 4096
-    concurrency: int = 1
-    decoder_niceness: int = 0  # nice value added to the decoder threads (service.priority)
-    decoder_slice: int = 0  # rows per onnxruntime call inside a batch, yielding between; 0: all
+    No defaults here: service.options.batching_policy builds it from the settings.
+    """
+
+    max_batch: int
+    max_delay_ms: float
+    batching: bool
+    queue_size: int
+    decoder_slots: int
+    decoder_niceness: int
+    decoder_slice: int
+
+    @property
+    def max_delay_s(self) -> float:
+        return self.max_delay_ms / 1000.0
 
     @property
     def big_batch(self) -> int:
@@ -121,15 +128,11 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._executor = ThreadPoolExecutor(
-            max_workers=policy.concurrency,
+            max_workers=policy.decoder_slots,
             thread_name_prefix="decoder",
             initializer=lower_this_thread,
             initargs=(policy.decoder_niceness,),
         )
-
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
 
     def admit(self, count: int, deadline: float | None) -> None:
         """Raise Overloaded now if `count` images would be refused: callers check this before
@@ -197,7 +200,7 @@ class DynamicBatcher:
         """Raise Overloaded if a request with `deadline` would expire behind the queued work."""
         if deadline is None or not self._queued_images or self._seconds_per_image is None:
             return
-        ahead = self._queued_images * self._seconds_per_image / self._policy.concurrency
+        ahead = self._queued_images * self._seconds_per_image / self._policy.decoder_slots
         if now + ahead > deadline:
             raise Overloaded(
                 f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
@@ -213,7 +216,7 @@ class DynamicBatcher:
     def _dispatch(self) -> None:
         policy = self._policy
         loop = asyncio.get_running_loop()
-        while self._queue and self._running < policy.concurrency:
+        while self._queue and self._running < policy.decoder_slots:
             now = loop.time()
             if self._running and policy.batching and self._queued_images < policy.big_batch:
                 if not self._big_running:  # only small batches run: the next forms meanwhile

@@ -131,13 +131,6 @@ def encode_model_info(
     )
 
 
-def tensor_of(array: np.ndarray) -> pb.Tensor:
-    """A Tensor message of a float32 or uint8 array (little-endian, row-major)."""
-    tensor = pb.Tensor()
-    _fill_tensor(tensor, array)
-    return tensor
-
-
 def _fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> None:
     tensor.shape.extend(array.shape)
     if array.dtype == np.uint8:

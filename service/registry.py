@@ -31,6 +31,11 @@ class ModelRegistry:
         self._snapshot = _Snapshot()
 
     @property
+    def keep(self) -> int:
+        """How many versions are kept (ServiceSettings.keep_versions)."""
+        return self._keep
+
+    @property
     def versions(self) -> tuple[str, ...]:
         """Loaded versions, newest first."""
         return self._snapshot.newest_first

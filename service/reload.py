@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from modelrepo import ModelRepository, VersionFolder
 from service.errors import ModelLoadError
@@ -30,15 +29,11 @@ class ModelReloader:
         registry: ModelRegistry,
         options: RuntimeOptions,
         metrics: ServiceMetrics,
-        keep: int,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._repository = repository
         self._registry = registry
         self._options = options
         self._metrics = metrics
-        self._keep = keep
-        self._on_change = on_change
         self._refused: dict[str, VersionFolder] = {}
         self._last_scan_error = ""
         self._wake = asyncio.Event()
@@ -52,7 +47,7 @@ class ModelReloader:
             self._repository.newest()  # raises the "no version folder" error
         newest = await loop.run_in_executor(None, load_runtime, versions[-1].path, self._options)
         self._install(newest)
-        for folder in reversed(versions[-self._keep : -1]):
+        for folder in reversed(versions[-self._registry.keep : -1]):
             await self._try_load(folder)
         return newest
 
@@ -87,7 +82,7 @@ class ModelReloader:
             self._last_scan_error = ""
             newest = self._registry.newest
             newest_loaded = int(newest.version) if newest is not None else 0
-            for folder in versions[-self._keep :]:
+            for folder in versions[-self._registry.keep :]:
                 wanted = int(folder.version) > newest_loaded or folder.version in self._refused
                 if wanted and await self._try_load(folder):
                     newest_loaded = max(newest_loaded, int(folder.version))
@@ -126,9 +121,7 @@ class ModelReloader:
             ", ".join(self._registry.versions),
         )
         for old in dropped:
-            self._unloaded(old, f"only the newest {self._keep} are kept")
-        if self._on_change is not None:
-            self._on_change()
+            self._unloaded(old, f"only the newest {self._registry.keep} are kept")
 
     def _unloaded(self, runtime: ModelRuntime, reason: str) -> None:
         self._metrics.model_unloaded(runtime.name, runtime.version)

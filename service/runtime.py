@@ -21,13 +21,12 @@ _INVARIANCE_ROWS = 37
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How onnxruntime runs the decoder."""
+    """How onnxruntime runs the decoder (service.options.runtime_options builds it)."""
 
-    intra_op_threads: int = 1
+    intra_op_threads: int  # threads per decoder call (ServiceSettings.intra_op_threads, resolved)
+    niceness: int  # added to onnxruntime's worker threads (ServiceSettings.decoder_niceness)
     # Busy-waiting worker threads steal the CPU the gRPC event loop needs; keep them asleep.
     allow_spinning: bool = False
-    # Nice value added to onnxruntime's worker threads (see service.priority); 0: unchanged.
-    niceness: int = 0
 
 
 class ModelRuntime:

@@ -34,8 +34,3 @@ class LatentSampler:
         if self._temperature != 1.0:
             latents *= self._temperature
         return latents
-
-
-def sample_latents(latent_dim: int, seed: int, count: int, temperature: float) -> np.ndarray:
-    """All `count` rows of a request at once: float32 (count, latent_dim)."""
-    return LatentSampler(latent_dim, seed, temperature).take(count)

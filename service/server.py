@@ -2,7 +2,7 @@
 
 Lifecycle: health NOT_SERVING while the newest model version loads and warms up; SERVING after;
 NOT_SERVING again the moment SIGTERM or SIGINT arrives, then new calls are refused, accepted
-ones get `grace_period` seconds to finish, and `serve` returns 0. SIGHUP rescans the repository.
+ones get `grace_period_s` seconds to finish, and `serve` returns 0. SIGHUP rescans the repository.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from grpc_reflection.v1alpha import reflection
 
 from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelRepository
-from service.batcher import BatchingPolicy, DynamicBatcher
+from service.batcher import DynamicBatcher
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
+from service.options import batching_policy, request_limits, runtime_options
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
-from service.runtime import RuntimeOptions
-from service.servicer import GeneratorServicer, RequestLimits, add_to_server
+from service.servicer import GeneratorServicer, add_to_server
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,19 +41,6 @@ _SETTLE_S = 0.25  # on stop: accept this long after NOT_SERVING, and wait this l
 
 class StartupError(Exception):
     """The server cannot start; the message says which file, port or setting and why."""
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
-    shares = settings.workers * settings.decoder_slots  # decoder calls that may run at once
-    threads = settings.intra_op_threads or max(1, (settings.cpus or usable_cpus()) // shares)
-    return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
 
 
 def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
@@ -101,25 +88,13 @@ class GenerationServer:
         self.repository = ModelRepository(settings.model_repository, settings.model_name)
         self.metrics: ServiceMetrics = build_metrics(settings.max_batch)
         self.registry = ModelRegistry(keep=settings.keep_versions)
-        self.batcher = DynamicBatcher(
-            BatchingPolicy(
-                max_batch=settings.max_batch,
-                max_delay_s=settings.max_delay_ms / 1000.0,
-                batching=settings.batching,
-                queue_size=settings.queue_size,
-                concurrency=settings.decoder_slots,
-                decoder_niceness=settings.decoder_niceness,
-                decoder_slice=settings.decoder_slice,
-            ),
-            self.metrics,
-        )
+        self.batcher = DynamicBatcher(batching_policy(settings), self.metrics)
         self.health = HealthServicer()
         self.reloader = ModelReloader(
             self.repository,
             self.registry,
             runtime_options(settings),
             self.metrics,
-            keep=settings.keep_versions,
         )
         self.server = grpc.aio.server(
             options=grpc_options(settings),
@@ -153,11 +128,7 @@ class GenerationServer:
             self.registry,
             ImageGenerator(self.batcher),
             self.metrics,
-            RequestLimits(
-                settings.max_images_per_request,
-                settings.max_images_per_stream,
-                settings.stream_chunk_size,
-            ),
+            request_limits(settings),
         )
         add_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -221,7 +192,7 @@ class GenerationServer:
         self._tasks.add(asyncio.ensure_future(self.health.enter_graceful_shutdown()))
 
     async def run_until_stopped(self) -> None:
-        watcher = asyncio.ensure_future(self.reloader.watch(self.settings.reload_interval))
+        watcher = asyncio.ensure_future(self.reloader.watch(self.settings.reload_interval_s))
         try:
             await self._stopping.wait()
         finally:
@@ -232,8 +203,8 @@ class GenerationServer:
         # Calls that reached the socket before the signal may still wait for this event loop to
         # hand them to a handler, and grpc.aio cancels such calls when it stops accepting: so
         # keep accepting a moment longer (clients watching health have gone by then).
-        await asyncio.sleep(min(_SETTLE_S, self.settings.grace_period))
-        await self._drain(self.settings.grace_period)
+        await asyncio.sleep(min(_SETTLE_S, self.settings.grace_period_s))
+        await self._drain(self.settings.grace_period_s)
         _LOGGER.info("stopped")
 
     async def _drain(self, grace: float) -> None:

@@ -33,10 +33,15 @@ def _about(
     maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
     dest: str = "",
+    aliases: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """What a setting's flag says and what values it allows (dataclass field metadata)."""
+    """What a setting's flag says and what values it allows (dataclass field metadata).
+
+    `aliases`: earlier names of the setting, still accepted as flags and `CVAE_*` variables.
+    """
     metadata = {
-        "help": help, "minimum": minimum, "maximum": maximum, "choices": choices, "dest": dest
+        "help": help, "minimum": minimum, "maximum": maximum, "choices": choices, "dest": dest,
+        "aliases": aliases,
     }  # fmt: skip
     return metadata
 
@@ -74,9 +79,9 @@ class ServiceSettings:
     max_batch: int = field(
         default=128, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
     )
-    """Upper bound of a decoder batch; larger requests are split into pieces of this size. 128
-    decodes as fast per image as 256 and holds half the intermediate tensors: with two decoder
-    slots, 2 callers x 256 images left the server at 133 MiB instead of 183 MiB."""
+    """Upper bound of a decoder batch; larger requests are split into pieces of this size. The
+    default is the smallest batch that decodes as fast per image as larger ones: intermediate
+    tensors grow with it, once per decoder slot (measured: docs/benchmarks.md)."""
     max_delay_ms: float = field(
         default=2.0, metadata=_about("most ms a request waits to be merged", minimum=0)
     )
@@ -111,7 +116,7 @@ class ServiceSettings:
     """gRPC core's queue of calls that arrived but were not yet taken by grpc.aio's event loop
     (grpc.server.max_pending_requests; the hard limit is twice this, calls between the two are
     refused at random with rising probability). When the loop falls behind, excess calls are
-    refused by gRPC's C core without any Python work, in well under a millisecond."""
+    refused by gRPC's C core without any Python work."""
     max_images_per_request: int = field(
         default=1024, metadata=_about("most images in one Generate", minimum=1)
     )
@@ -132,8 +137,11 @@ class ServiceSettings:
         default=300.0, metadata=_about("close connections after this age", minimum=0)
     )
     """grpc.max_connection_age_ms: clients reconnect and so rebalance across replicas; 0 off."""
-    grace_period: float = field(
-        default=10.0, metadata=_about("seconds to finish accepted work on SIGTERM", minimum=0)
+    grace_period_s: float = field(
+        default=10.0,
+        metadata=_about(
+            "seconds to finish accepted work on SIGTERM", minimum=0, aliases=("grace_period",)
+        ),
     )
     """On SIGTERM/SIGINT new calls are refused and accepted ones get this long to finish."""
     cpus: int = field(
@@ -172,12 +180,14 @@ class ServiceSettings:
     """A decoder thread runs a full batch (max_batch images: big calls, which also run two
     batches side by side and leave no core free) this many rows at a time, and yields the CPU
     in between (os.sched_yield). gRPC's threads and the event loop then find a core within one
-    slice (~4 ms of the shipped model) instead of waiting for the whole batch or a scheduler
-    tick: under overload, excess calls are refused sooner (`make soak` compares 32 with 0 in
-    docs/reliability.md). Smaller batches, and models whose rows depend on their batch (checked
-    at load), always run whole."""
-    reload_interval: float = field(
-        default=5.0, metadata=_about("seconds between repository scans; 0: SIGHUP only")
+    slice instead of waiting for the whole batch or a scheduler tick, so under overload excess
+    calls are refused sooner (docs/reliability.md compares slicing with whole batches). Smaller
+    batches, and models whose rows depend on their batch (checked at load), always run whole."""
+    reload_interval_s: float = field(
+        default=5.0,
+        metadata=_about(
+            "seconds between repository scans; 0: SIGHUP only", aliases=("reload_interval",)
+        ),
     )
     """How often the repository is scanned for new versions; SIGHUP scans at once."""
     keep_versions: int = field(
@@ -270,6 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             shown = f" (default {default})"
         parser.add_argument(
             flag_name(spec.name),
+            *(flag_name(alias) for alias in meta["aliases"]),
             dest=_dest(spec),
             default=None,
             metavar=spec.name.upper(),
@@ -289,8 +300,9 @@ def from_sources(
     for spec in dataclasses.fields(ServiceSettings):
         raw = given.get(_dest(spec))
         source = flag_name(spec.name)
-        if raw is None and env_name(spec.name) in environ:
-            raw, source = environ[env_name(spec.name)], env_name(spec.name)
+        for variable in map(env_name, (spec.name, *spec.metadata["aliases"])):
+            if raw is None and variable in environ:
+                raw, source = environ[variable], variable
         if raw is not None:
             value = _convert(raw, types[spec.name], source)
             for choice in spec.metadata["choices"] or ():

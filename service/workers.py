@@ -209,7 +209,7 @@ class WorkerPool:
     def _begin_stop(self) -> None:
         if self._stop_deadline is None:
             # The workers' own drain takes at most the grace period (plus a settling moment).
-            self._stop_deadline = time.monotonic() + self.settings.grace_period + _KILL_MARGIN_S
+            self._stop_deadline = time.monotonic() + self.settings.grace_period_s + _KILL_MARGIN_S
 
     def _reap(self, worker: _Worker) -> None:
         worker.done = True

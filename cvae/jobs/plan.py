@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ("npz", "png-dir", "idx")
 _PLAN_FORMAT = "cvae-generate-plan/1"
 
 

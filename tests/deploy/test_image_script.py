@@ -136,7 +136,7 @@ def _server_environment(venv: Path, opt: Path, writable_tmp: Path) -> dict[str, 
             "CVAE_HOST": "127.0.0.1",
             "CVAE_MODEL_REPOSITORY": str(opt / "models"),
             "CVAE_CPUS": "1",
-            "CVAE_GRACE_PERIOD": "5",
+            "CVAE_GRACE_PERIOD_S": "5",
         }
     )
 

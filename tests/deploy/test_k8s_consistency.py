@@ -133,7 +133,7 @@ def test_termination_grace_covers_the_pre_stop_sleep_and_the_drain(
     assert set(pre_stop) == {"sleep"}, "the native sleep action: the image has no sleep binary"
     (source,) = server["envFrom"]
     config = one(rendered, "ConfigMap", source["configMapRef"]["name"])
-    drain = float(config["data"]["CVAE_GRACE_PERIOD"])
+    drain = float(config["data"]["CVAE_GRACE_PERIOD_S"])
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
     assert grace > pre_stop["sleep"]["seconds"] + drain
 

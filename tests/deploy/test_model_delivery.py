@@ -131,7 +131,7 @@ def test_a_running_server_serves_a_newly_published_version(tmp_path: Path) -> No
         "CVAE_HOST": "127.0.0.1",
         "CVAE_MODEL_REPOSITORY": str(volume),
         "CVAE_CPUS": "1",
-        "CVAE_RELOAD_INTERVAL": "0.5",
+        "CVAE_RELOAD_INTERVAL_S": "0.5",
     }
     command = [sys.executable, "-m", "cvae", "serve"]
     with running_server(command, environ, tmp_path / "server.log", cwd=ROOT) as server:

@@ -47,7 +47,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         "CVAE_HOST": "127.0.0.1",
         "CVAE_MODEL_REPOSITORY": str(repository),
         "CVAE_CPUS": "1",
-        "CVAE_RELOAD_INTERVAL": "0.5",
+        "CVAE_RELOAD_INTERVAL_S": "0.5",
     }
     command = [sys.executable, "-m", "cvae", "serve"]
     with running_server(command, environ, scratch / "server.log", cwd=ROOT) as server:

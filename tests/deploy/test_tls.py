@@ -127,7 +127,7 @@ def _tls_server(rendered: tuple[dict, ...], scratch: Path) -> Iterator[TlsServer
         "CVAE_HEALTH_PORT": str(health_port),
         "CVAE_MODEL_REPOSITORY": str(model_repository(scratch / "models")),
         "CVAE_CPUS": "1",
-        "CVAE_GRACE_PERIOD": "2",
+        "CVAE_GRACE_PERIOD_S": "2",
     }
     log = scratch / "server.log"
     with open(log, "wb") as sink:

@@ -134,9 +134,11 @@ def test_cli_exports_and_reports_bad_input(
 
 def test_service_loads_the_exported_version(repository: Path, checkpoint: Path) -> None:
     """The contract end to end: the server's own loader reads, verifies and warms it up."""
-    from service.runtime import RuntimeOptions, load_runtime
+    from service.options import runtime_options
+    from service.runtime import load_runtime
+    from service.settings import ServiceSettings
 
-    runtime = load_runtime(repository / "small" / "1", RuntimeOptions())
+    runtime = load_runtime(repository / "small" / "1", runtime_options(ServiceSettings()))
     model, _, _ = load_checkpoint(checkpoint)
     assert runtime.spec.latent_dim == model.config.latent_dim
     assert runtime.spec.metrics == {"label_accuracy": 0.5, "frechet_ratio": 9.0}

@@ -17,7 +17,7 @@ import pytest
 
 from cvae.v1 import generator_pb2 as pb
 from service.codec import to_uint8
-from service.sampler import sample_latents
+from service.sampler import LatentSampler
 from tests.service.load import GenerateLoad
 from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess
@@ -43,7 +43,7 @@ def test_broken_versions_are_refused_under_load_and_a_good_one_swaps_in_cleanly(
 ) -> None:
     root = tmp_path / "models"
     write_version(root, "1", spec=DecoderSpec(seed=1))
-    server = ServerProcess(root, "--reload-interval", "0").start()  # SIGHUP only
+    server = ServerProcess(root, "--reload-interval-s", "0").start()  # SIGHUP only
     info = pb.GetModelInfoRequest()
     good = str(len(_BREAKAGES) + 2)
     try:
@@ -71,7 +71,7 @@ def test_broken_versions_are_refused_under_load_and_a_good_one_swaps_in_cleanly(
             for version in ("1", good)
         }
         for seed, labels, version, images in callers.answers:
-            latents = sample_latents(16, seed, len(labels), 1.0)
+            latents = LatentSampler(16, seed, 1.0).take(len(labels))
             (expected,) = sessions[version].run(
                 ["image"], {"z": latents, "label": np.array(labels, np.int64)}
             )

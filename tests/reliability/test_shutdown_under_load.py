@@ -71,7 +71,7 @@ class Callers:
 
 
 def test_sigterm_under_load_loses_no_accepted_call(repository: Path) -> None:
-    server = ServerProcess(repository, "--grace-period", str(_GRACE_S), metrics=False).start()
+    server = ServerProcess(repository, "--grace-period-s", str(_GRACE_S), metrics=False).start()
     try:
         health = health_pb2_grpc.HealthStub(server.channel())
         watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))

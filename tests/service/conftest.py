@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime import ModelRuntime, RuntimeOptions, load_runtime
+from service.options import runtime_options
+from service.runtime import ModelRuntime, load_runtime
+from service.settings import ServiceSettings
 from tests.service.modelrepo import write_version
 from tests.service.serverproc import ServerProcess
 
@@ -30,7 +32,9 @@ def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime(shared_repo: Path) -> ModelRuntime:
-    return load_runtime(shared_repo / "cvae-mnist" / "1", RuntimeOptions(intra_op_threads=1))
+    return load_runtime(
+        shared_repo / "cvae-mnist" / "1", runtime_options(ServiceSettings(intra_op_threads=1))
+    )
 
 
 @pytest.fixture(scope="module")

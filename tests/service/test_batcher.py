@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,9 @@ import pytest
 
 from service.batcher import BatchingPolicy, DynamicBatcher
 from service.errors import DeadlineExpired, Overloaded
-from service.runtime import ModelRuntime, RuntimeOptions, load_runtime
+from service.options import batching_policy, runtime_options
+from service.runtime import ModelRuntime, load_runtime
+from service.settings import ServiceSettings
 
 
 class RecordingMetrics:
@@ -37,6 +40,11 @@ class RecordingMetrics:
 
     def count_expired(self, images: int) -> None:
         self.expired += images
+
+
+def _policy(**changes: Any) -> BatchingPolicy:
+    """The shipped server's batching policy, with `changes`."""
+    return dataclasses.replace(batching_policy(ServiceSettings()), **changes)
 
 
 def _inputs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +78,7 @@ def test_requests_arriving_while_a_batch_runs_are_merged_into_the_next(
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
         return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
 
-    results, metrics = _with_batcher(BatchingPolicy(max_batch=64), body)
+    results, metrics = _with_batcher(_policy(max_batch=64), body)
     assert metrics.batches == [1, 5]  # the first ran at once, the rest waited for it together
     for (z, y), images in zip(requests, results, strict=True):
         assert images.tobytes() == runtime.run(z, y).tobytes()  # merged == alone, byte for byte
@@ -83,7 +91,7 @@ def test_a_lone_request_never_waits_for_the_batching_delay(runtime: ModelRuntime
         # With a 1000 s delay, waiting for it would trip wait_for's 60 s timeout.
         return await batcher.run(runtime, z, y)
 
-    images, metrics = _with_batcher(BatchingPolicy(max_delay_s=1000.0, concurrency=2), body)
+    images, metrics = _with_batcher(_policy(max_delay_ms=1e6, decoder_slots=2), body)
     assert images.shape == (3, 28, 28)
     assert metrics.batches == [3]
 
@@ -143,15 +151,15 @@ def test_full_batches_run_in_slices_of_independent_rows(
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
         return await batcher.run(recording, z, y)  # type: ignore[arg-type]
 
-    policy = BatchingPolicy(max_batch=max_batch, decoder_slice=slice_rows)
+    policy = _policy(max_batch=max_batch, decoder_slice=slice_rows)
     images, metrics = _with_batcher(policy, body)
     assert metrics.batches == [10]  # one batch, whatever the slices
     assert recording.calls == calls
     assert images.tobytes() == runtime.run(z, y).tobytes()
 
 
-def _two_slots(max_delay_s: float = 0.001) -> BatchingPolicy:
-    return BatchingPolicy(max_batch=64, max_delay_s=max_delay_s, concurrency=2)  # big: >= 32
+def _two_slots(max_delay_ms: float = 1.0) -> BatchingPolicy:
+    return _policy(max_batch=64, max_delay_ms=max_delay_ms, decoder_slots=2)  # big: >= 32
 
 
 def test_small_batches_never_run_side_by_side(runtime: ModelRuntime) -> None:
@@ -175,7 +183,7 @@ def test_big_batches_use_every_slot(runtime: ModelRuntime) -> None:
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
         return await asyncio.gather(*(batcher.run(slow, z, y) for z, y in requests))  # type: ignore[arg-type]
 
-    results, metrics = _with_batcher(_two_slots(max_delay_s=1000.0), body)
+    results, metrics = _with_batcher(_two_slots(max_delay_ms=1e6), body)
     assert metrics.batches == [40, 40] and slow.most_at_once == 2
     for (z, y), images in zip(requests, results, strict=True):
         assert images.tobytes() == runtime.run(z, y).tobytes()
@@ -190,7 +198,7 @@ def test_a_small_request_behind_a_big_batch_waits_only_the_delay(runtime: ModelR
         await asyncio.sleep(0.01)
         await asyncio.gather(batcher.run(slow, *small), first)  # type: ignore[arg-type]
 
-    _, metrics = _with_batcher(_two_slots(max_delay_s=0.001), body)
+    _, metrics = _with_batcher(_two_slots(max_delay_ms=1.0), body)
     # It ran beside the big batch (2 at once), not after it as small batches do.
     assert slow.most_at_once == 2 and sorted(metrics.batches) == [2, 40]
 
@@ -201,7 +209,7 @@ def test_large_requests_are_split_into_max_batch_pieces(runtime: ModelRuntime) -
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:
         return await batcher.run(runtime, z, y)
 
-    images, metrics = _with_batcher(BatchingPolicy(max_batch=4), body)
+    images, metrics = _with_batcher(_policy(max_batch=4), body)
     assert metrics.batches == [4, 4, 2]
     assert images.tobytes() == runtime.run(z, y).tobytes()
 
@@ -212,7 +220,7 @@ def test_batching_off_never_merges(runtime: ModelRuntime) -> None:
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
         return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
 
-    _, metrics = _with_batcher(BatchingPolicy(batching=False), body)
+    _, metrics = _with_batcher(_policy(batching=False), body)
     assert metrics.batches == [1, 1, 1, 1]
 
 
@@ -223,7 +231,7 @@ def test_a_full_queue_refuses_at_once(runtime: ModelRuntime) -> None:
         refused = batcher.run(runtime, *_inputs(1, 2))
         return await asyncio.gather(running, waiting, refused, return_exceptions=True)
 
-    results, metrics = _with_batcher(BatchingPolicy(queue_size=4), body)
+    results, metrics = _with_batcher(_policy(queue_size=4), body)
     assert results[0].shape == (1, 28, 28) and results[1].shape == (4, 28, 28)
     assert isinstance(results[2], Overloaded)
     assert "queue full (4 images waiting, limit 4)" in str(results[2])
@@ -238,7 +246,7 @@ def test_waiting_for_room_instead_of_refusing(runtime: ModelRuntime) -> None:
             batcher.run(runtime, *_inputs(2, 2), wait_for_room=True),
         )
 
-    results, metrics = _with_batcher(BatchingPolicy(queue_size=4), body)
+    results, metrics = _with_batcher(_policy(queue_size=4), body)
     assert [len(images) for images in results] == [1, 4, 2]
     assert sum(metrics.batches) == 7
 
@@ -252,7 +260,7 @@ def test_expired_work_is_dropped_not_computed(runtime: ModelRuntime) -> None:
             return_exceptions=True,
         )
 
-    results, metrics = _with_batcher(BatchingPolicy(), body)
+    results, metrics = _with_batcher(_policy(), body)
     assert isinstance(results[1], DeadlineExpired)
     assert metrics.batches == [1]  # the expired 3 images never reached the decoder
     assert metrics.expired == 3
@@ -270,21 +278,23 @@ def test_a_cancelled_request_is_skipped(runtime: ModelRuntime) -> None:
             await gone
         return last
 
-    last, metrics = _with_batcher(BatchingPolicy(), body)
+    last, metrics = _with_batcher(_policy(), body)
     assert last.shape == (2, 28, 28)
     assert 5 not in metrics.batches and 7 not in metrics.batches
     assert metrics.depths[-1] == 0
 
 
 def test_a_model_whose_rows_depend_on_the_batch_is_never_merged(shared_repo: Path) -> None:
-    runtime = load_runtime(shared_repo / "cvae-mnist" / "1", RuntimeOptions(intra_op_threads=1))
+    runtime = load_runtime(
+        shared_repo / "cvae-mnist" / "1", runtime_options(ServiceSettings(intra_op_threads=1))
+    )
     runtime.batch_invariant = False  # as if the warm-up probe had found rows changing
     requests = [_inputs(1, seed) for seed in range(4)]
 
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> list[np.ndarray]:
         return await asyncio.gather(*(batcher.run(runtime, z, y) for z, y in requests))
 
-    _, metrics = _with_batcher(BatchingPolicy(), body)
+    _, metrics = _with_batcher(_policy(), body)
     assert metrics.batches == [1, 1, 1, 1]
 
 
@@ -300,7 +310,8 @@ def test_a_deadline_shorter_than_the_queued_work_is_refused_at_once(
         later = batcher.run(runtime, *_inputs(1, 4), deadline=loop.time() + 60.0)
         return await asyncio.gather(running, queued, soon, later, return_exceptions=True)
 
-    results, metrics = _with_batcher(BatchingPolicy(), body)
+    # one slot: the 64 images must wait behind the running call instead of starting beside it
+    results, metrics = _with_batcher(_policy(decoder_slots=1), body)
     assert isinstance(results[2], Overloaded)
     assert "of queued work is ahead and the deadline is" in str(results[2])
     assert [len(r) for r in (results[0], results[1], results[3])] == [1, 64, 1]
@@ -330,7 +341,7 @@ def test_admit_refuses_early_what_run_would_refuse(runtime: ModelRuntime) -> Non
         batcher.admit(5, loop.time() + 1e-9)  # the queue has drained: nothing is ahead
         return outcomes
 
-    outcomes, metrics = _with_batcher(BatchingPolicy(queue_size=5), body)
+    outcomes, metrics = _with_batcher(_policy(queue_size=5), body)
     assert outcomes[0] == "admitted" and outcomes[3] == "admitted"
     assert outcomes[1].startswith("queue full (4 images waiting, limit 5)")
     assert "of queued work is ahead and the deadline is" in outcomes[2]

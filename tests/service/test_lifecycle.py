@@ -77,7 +77,7 @@ def test_json_logs_and_sigint_exit_zero(model_repo: Path) -> None:
 
 def test_sigterm_turns_health_not_serving_and_drains_accepted_work(tmp_path: Path) -> None:
     write_version(tmp_path, "1")
-    server = ServerProcess(tmp_path, "--grace-period", "60").start()
+    server = ServerProcess(tmp_path, "--grace-period-s", "60").start()
     try:
         health = health_pb2_grpc.HealthStub(server.channel())
         watch = health.Watch(health_pb2.HealthCheckRequest(service="cvae.v1.Generator"))
@@ -116,7 +116,7 @@ def test_sigterm_turns_health_not_serving_and_drains_accepted_work(tmp_path: Pat
 
 
 def test_connection_aging_never_cuts_a_running_stream(model_repo: Path) -> None:
-    args = ("--max-connection-age-s", "0.3", "--grace-period", "0.2")
+    args = ("--max-connection-age-s", "0.3", "--grace-period-s", "0.2")
     with ServerProcess(model_repo, *args, metrics=False) as server:
         chunks = 150  # 30 MB: far more than the transport buffers, so the reader sets the pace
         request = pb.GenerateRequest(labels=[4] * (256 * chunks), chunk_size=256, omit_latents=True)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from cvae.v1 import generator_pb2 as pb
+from service.options import runtime_options
 from service.priority import MAX_NICENESS, call_in_lowered_thread, lower_this_thread
-from service.runtime import RuntimeOptions, load_runtime
+from service.runtime import load_runtime
+from service.settings import ServiceSettings
 from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
@@ -77,7 +79,8 @@ def test_call_in_lowered_thread_returns_and_raises() -> None:
 def test_onnxruntime_workers_inherit_the_lowered_priority(shared_repo: Path) -> None:
     before = set(thread_niceness(os.getpid()))
     runtime = load_runtime(
-        shared_repo / "cvae-mnist" / "1", RuntimeOptions(intra_op_threads=2, niceness=7)
+        shared_repo / "cvae-mnist" / "1",
+        runtime_options(ServiceSettings(intra_op_threads=2, decoder_niceness=7)),
     )
     runtime.run(np.zeros((64, runtime.spec.latent_dim), np.float32), np.zeros(64, np.int64))
     new_threads = {tid: nice for tid, nice in thread_niceness(os.getpid()).items()

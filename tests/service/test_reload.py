@@ -15,7 +15,7 @@ import pytest
 
 from cvae.v1 import generator_pb2 as pb
 from service.codec import to_uint8
-from service.sampler import sample_latents
+from service.sampler import LatentSampler
 from tests.service.load import GenerateLoad
 from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess
@@ -49,7 +49,7 @@ def _wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ign
 
 def _expected_images(root: Path, version: str, seed: int, labels: list[int]) -> bytes:
     session = ort.InferenceSession(str(root / "cvae-mnist" / version / "model.onnx"))
-    latents = sample_latents(16, seed, len(labels), 1.0)
+    latents = LatentSampler(16, seed, 1.0).take(len(labels))
     (images,) = session.run(["image"], {"z": latents, "label": np.array(labels, np.int64)})
     return to_uint8(images).tobytes()
 
@@ -58,7 +58,7 @@ def test_hot_reload_under_load(tmp_path: Path) -> None:
     root = tmp_path / "models"
     write_version(root, "1", spec=DecoderSpec(seed=1))
     kept = tmp_path / "kept"  # copies to check answers against, as versions come and go
-    server = ServerProcess(root, "--reload-interval", "0.2").start()
+    server = ServerProcess(root, "--reload-interval-s", "0.2").start()
     try:
         stub = server.stub
         with GenerateLoad(server, _two_labels) as load:
@@ -112,7 +112,7 @@ def test_a_removed_version_folder_rolls_back_to_the_previous(tmp_path: Path) -> 
     root = tmp_path / "models"
     write_version(root, "1", spec=DecoderSpec(seed=1))
     write_version(root, "2", spec=DecoderSpec(seed=2))
-    with ServerProcess(root, "--reload-interval", "0", metrics=False) as server:
+    with ServerProcess(root, "--reload-interval-s", "0", metrics=False) as server:
         stub = server.stub
         info = stub.GetModelInfo(pb.GetModelInfoRequest())
         assert (info.version, list(info.available_versions)) == ("2", ["2", "1"])

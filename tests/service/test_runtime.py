@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from service.errors import ModelLoadError
-from service.runtime import ModelRuntime, RuntimeOptions, load_runtime
+from service.options import runtime_options
+from service.runtime import ModelRuntime, load_runtime
+from service.settings import ServiceSettings
 from tests.service.modelrepo import write_version
 
-_OPTIONS = RuntimeOptions(intra_op_threads=1)
+_OPTIONS = runtime_options(ServiceSettings(intra_op_threads=1))
 
 
 def test_runs_the_decoder(runtime: ModelRuntime) -> None:

@@ -6,13 +6,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.sampler import LatentSampler, draw_seed, sample_latents
+from service.sampler import LatentSampler, draw_seed
 
 
 def test_same_seed_same_bytes_and_different_seed_different_rows() -> None:
-    first = sample_latents(16, seed=42, count=5, temperature=1.0)
-    again = sample_latents(16, seed=42, count=5, temperature=1.0)
-    other = sample_latents(16, seed=43, count=5, temperature=1.0)
+    first = LatentSampler(16, 42, 1.0).take(5)
+    again = LatentSampler(16, 42, 1.0).take(5)
+    other = LatentSampler(16, 43, 1.0).take(5)
     assert first.dtype == np.float32 and first.shape == (5, 16)
     assert first.tobytes() == again.tobytes()
     assert not np.array_equal(first, other)
@@ -20,12 +20,12 @@ def test_same_seed_same_bytes_and_different_seed_different_rows() -> None:
 
 def test_is_numpy_pcg64_standard_normal_in_request_order() -> None:
     expected = np.random.Generator(np.random.PCG64(7)).standard_normal((3, 4), dtype=np.float32)
-    assert sample_latents(4, seed=7, count=3, temperature=1.0).tobytes() == expected.tobytes()
+    assert LatentSampler(4, 7, 1.0).take(3).tobytes() == expected.tobytes()
 
 
 def test_temperature_scales_the_same_draws() -> None:
-    base = sample_latents(16, seed=3, count=4, temperature=1.0)
-    hot = sample_latents(16, seed=3, count=4, temperature=2.5)
+    base = LatentSampler(16, 3, 1.0).take(4)
+    hot = LatentSampler(16, 3, 2.5).take(4)
     np.testing.assert_array_equal(hot, base * np.float32(2.5))
 
 
@@ -40,7 +40,7 @@ def test_rows_taken_in_chunks_equal_rows_taken_at_once(
 ) -> None:
     sampler = LatentSampler(latent_dim, seed, 0.7)
     pieces = np.concatenate([sampler.take(count) for count in chunks])
-    whole = sample_latents(latent_dim, seed, sum(chunks), 0.7)
+    whole = LatentSampler(latent_dim, seed, 0.7).take(sum(chunks))
     assert pieces.tobytes() == whole.tobytes()
 
 

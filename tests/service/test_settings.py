@@ -30,8 +30,8 @@ def test_every_field_has_a_flag_and_an_environment_variable() -> None:
     text = help_text.format_help()
     for flag in (
         "--model-repository", "--host", "--port", "--metrics-port", "--max-batch",
-        "--max-delay-ms", "--queue-size", "--max-images-per-request", "--grace-period",
-        "--intra-op-threads", "--reload-interval", "--log-format", "--tls-cert", "--tls-key",
+        "--max-delay-ms", "--queue-size", "--max-images-per-request", "--grace-period-s",
+        "--intra-op-threads", "--reload-interval-s", "--log-format", "--tls-cert", "--tls-key",
         "--tls-client-ca", "--workers",
     ):  # fmt: skip
         assert flag in text
@@ -67,7 +67,7 @@ def test_flag_beats_environment() -> None:
         ([], {"CVAE_PORT": "fifty"}, "CVAE_PORT='fifty'"),
         (["--batching", "maybe"], {}, "--batching='maybe'"),
         (["--log-format", "xml"], {}, "--log-format (CVAE_LOG_FORMAT): 'xml' is not one of"),
-        (["--grace-period", "nan"], {}, "--grace-period='nan': must be finite"),
+        (["--grace-period-s", "nan"], {}, "--grace-period-s='nan': must be finite"),
         (["--tls-cert", "c.pem"], {}, "--tls-cert and --tls-key"),
         (["--tls-client-ca", "ca.pem"], {}, "--tls-client-ca (CVAE_TLS_CLIENT_CA) needs"),
         (["--queue-size", "10"], {}, "--queue-size (10) must be at least --max-images-per-request"),
@@ -108,7 +108,7 @@ def test_overload_limits_become_grpc_server_options() -> None:
 
 
 def test_onnxruntime_threads_are_sized_from_the_cpu_budget() -> None:
-    from service.server import runtime_options
+    from service.options import runtime_options
 
     def threads(**values: object) -> int:
         environ = {f"CVAE_{key.upper()}": str(value) for key, value in values.items()}
@@ -131,3 +131,36 @@ def test_the_health_port_is_off_by_default_and_must_not_reuse_another_port() -> 
     with pytest.raises(SettingsError, match="must differ"):
         from_sources({}, {"CVAE_PORT": "9464"})
     assert from_sources({}, {"CVAE_PORT": "0", "CVAE_METRICS_PORT": "0"}).port == 0
+
+
+@pytest.mark.parametrize(
+    ("old_flag", "old_variable", "field"),
+    [
+        ("--grace-period", "CVAE_GRACE_PERIOD", "grace_period_s"),
+        ("--reload-interval", "CVAE_RELOAD_INTERVAL", "reload_interval_s"),
+    ],
+)
+def test_renamed_settings_keep_their_old_flag_and_variable(
+    old_flag: str, old_variable: str, field: str
+) -> None:
+    assert getattr(from_sources(_parse(old_flag, "7"), environ={}), field) == 7.0
+    assert getattr(from_sources(_parse(), environ={old_variable: "8"}), field) == 8.0
+    new_variable = old_variable + "_S"  # the new name wins over the old one
+    both = {old_variable: "8", new_variable: "9"}
+    assert getattr(from_sources(_parse(), environ=both), field) == 9.0
+
+
+def test_components_take_their_options_from_the_settings_alone() -> None:
+    """The derived options carry every batching knob by the settings' own name and value."""
+    from service.options import batching_policy, request_limits
+
+    settings = ServiceSettings(
+        max_batch=64, max_delay_ms=3.0, decoder_slots=3, decoder_niceness=5, decoder_slice=8
+    )
+    policy = batching_policy(settings)
+    for name in ("max_batch", "max_delay_ms", "batching", "queue_size", "decoder_slots"):
+        assert getattr(policy, name) == getattr(settings, name), name
+    assert (policy.decoder_niceness, policy.decoder_slice, policy.max_delay_s) == (5, 8, 0.003)
+    limits = request_limits(settings)
+    assert limits.max_images_per_request == settings.max_images_per_request
+    assert limits.stream_chunk_size == settings.stream_chunk_size

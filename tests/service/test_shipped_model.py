@@ -13,8 +13,10 @@ import pytest
 from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelRepository, read_spec
 from service.codec import to_uint8
-from service.runtime import RuntimeOptions, load_runtime
-from service.sampler import sample_latents
+from service.options import runtime_options
+from service.runtime import load_runtime
+from service.sampler import LatentSampler
+from service.settings import ServiceSettings
 from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,7 +28,9 @@ def test_every_shipped_version_loads_and_is_batch_invariant() -> None:
     assert versions, f"{_SHIPPED} holds no model version"
     for folder in versions:
         for threads in (1, 2):
-            runtime = load_runtime(folder.path, RuntimeOptions(intra_op_threads=threads))
+            runtime = load_runtime(
+                folder.path, runtime_options(ServiceSettings(intra_op_threads=threads))
+            )
             assert runtime.batch_invariant, (folder.path, threads)
 
 
@@ -43,7 +47,7 @@ def test_the_server_answers_the_bytes_onnxruntime_computes() -> None:
             request = pb.GenerateRequest(labels=labels, seed=seed, temperature=0.9)
             futures.append((seed, labels, server.stub.Generate.future(request, timeout=60)))
         for seed, labels, future in futures:  # sent together: merged by the batcher
-            latents = sample_latents(info.latent_dim, seed, len(labels), 0.9)
+            latents = LatentSampler(info.latent_dim, seed, 0.9).take(len(labels))
             feeds = {spec.latent_input: latents, spec.label_input: np.array(labels, np.int64)}
             (images,) = session.run([spec.image_output], feeds)
             assert future.result().images.data == to_uint8(images).tobytes()

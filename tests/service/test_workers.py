@@ -222,7 +222,7 @@ def test_supervisor_metrics_sum_the_workers(
 
 
 def test_reload_signal_reaches_every_worker(model_repo: Path) -> None:
-    server, pids = _start_workers(model_repo, "--reload-interval", "0", metrics=False)
+    server, pids = _start_workers(model_repo, "--reload-interval-s", "0", metrics=False)
     try:
         channels = _channels_per_worker(server, pids, each=1)
         write_version(model_repo, "2")
@@ -240,7 +240,7 @@ def test_reload_signal_reaches_every_worker(model_repo: Path) -> None:
 
 
 def test_sigterm_drains_every_worker_and_exits_zero(model_repo: Path) -> None:
-    server, pids = _start_workers(model_repo, "--grace-period", "30", metrics=False)
+    server, pids = _start_workers(model_repo, "--grace-period-s", "30", metrics=False)
     try:
         channels = _channels_per_worker(server, pids, each=1)
         pending = [
@@ -261,7 +261,7 @@ def test_sigterm_drains_every_worker_and_exits_zero(model_repo: Path) -> None:
 
 
 def test_a_dead_worker_stops_the_others_and_the_supervisor_fails(model_repo: Path) -> None:
-    server, pids = _start_workers(model_repo, "--grace-period", "5", metrics=False)
+    server, pids = _start_workers(model_repo, "--grace-period-s", "5", metrics=False)
     try:
         os.kill(pids[0], signal.SIGKILL)
         assert server.wait(30) != 0
