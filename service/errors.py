@@ -55,6 +55,12 @@ class DeadlineExpired(ServiceError):
     code = "DEADLINE_EXCEEDED"
 
 
+class ModelNotFound(ServiceError):
+    """The request names a model this server does not serve."""
+
+    code = "NOT_FOUND"
+
+
 # A model version cannot be served; the message names the file and the problem. One class with
 # the repository's own: reading model.json and checking the graph against it raise it too.
 ModelLoadError = ModelRepositoryError

@@ -31,11 +31,13 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry, max_batch: int) -> None:
         self.registry = registry
         self.requests = Counter(
-            "cvae_requests", "RPCs answered, by method and status code", ["method", "code"],
+            "cvae_requests", "Calls answered, by protocol, method and status code",
+            ["protocol", "method", "code"],
             registry=registry,
         )  # fmt: skip
         self.request_duration = Histogram(
-            "cvae_request_duration_seconds", "Time from RPC start to its answer", ["method"],
+            "cvae_request_duration_seconds", "Time from a call's start to its answer",
+            ["protocol", "method"],
             buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.queue_duration = Histogram(
@@ -80,8 +82,8 @@ class ServiceMetrics:
             "Images dropped unrun because the caller's deadline passed",
             registry=registry,
         )
-        self._request_children: dict[tuple[str, str], Any] = {}
-        self._duration_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
 
     # Request accounting (servicer).
     def call_started(self) -> None:
@@ -90,14 +92,16 @@ class ServiceMetrics:
     def call_finished(self) -> None:
         self.requests_in_flight.dec()
 
-    def observe_request(self, method: str, code: str, seconds: float) -> None:
-        counter = self._request_children.get((method, code))
+    def observe_request(self, protocol: str, method: str, code: str, seconds: float) -> None:
+        """One answered call; `protocol` is "cvae.v1", "oip-grpc" or "oip-http"."""
+        key = (protocol, method, code)
+        counter = self._request_children.get(key)
         if counter is None:
-            counter = self._request_children[(method, code)] = self.requests.labels(method, code)
+            counter = self._request_children[key] = self.requests.labels(*key)
         counter.inc()
-        histogram = self._duration_children.get(method)
+        histogram = self._duration_children.get(key[:2])
         if histogram is None:
-            histogram = self._duration_children[method] = self.request_duration.labels(method)
+            histogram = self._duration_children[key[:2]] = self.request_duration.labels(*key[:2])
         histogram.observe(seconds)
 
     def count_images(self, images: int) -> None:

@@ -26,6 +26,8 @@ from service.batcher import DynamicBatcher
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
+from service.oip.grpc_servicer import InferenceServicer
+from service.oip.grpc_servicer import add_to_server as add_inference_to_server
 from service.options import batching_policy, request_limits, runtime_options
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
@@ -110,6 +112,7 @@ class GenerationServer:
         self._metrics_http: Any = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._servicer: GeneratorServicer | None = None
+        self.ready = False  # a model is warm and no stop was asked (OIP ServerReady, ModelReady)
         self.bound_port = 0
 
     async def start(self) -> None:
@@ -124,13 +127,25 @@ class GenerationServer:
         credentials = server_credentials(settings)
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        generator = ImageGenerator(self.batcher)
         servicer = self._servicer = GeneratorServicer(
             self.registry,
-            ImageGenerator(self.batcher),
+            generator,
             self.metrics,
             request_limits(settings),
         )
         add_to_server(servicer, self.server)
+        # The Open Inference Protocol on the same port and data plane (its stubs live in a
+        # descriptor pool of their own, so reflection does not list it).
+        inference = InferenceServicer(
+            self.registry,
+            generator,
+            self.metrics,
+            servicer.in_flight,
+            settings.max_images_per_request,
+            lambda: self.ready,
+        )
+        add_inference_to_server(inference, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -171,6 +186,7 @@ class GenerationServer:
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ready = True
         _LOGGER.info(
             "SERVING %s version %s on %s:%d (%s, pid %d)",
             runtime.name,
@@ -188,6 +204,7 @@ class GenerationServer:
             return
         _LOGGER.info("stop signal: NOT_SERVING, finishing accepted work")
         self._stopping.set()
+        self.ready = False
         # Health flips before anything else happens to the server.
         self._tasks.add(asyncio.ensure_future(self.health.enter_graceful_shutdown()))
 

@@ -25,6 +25,7 @@ from service.registry import ModelRegistry
 _LOGGER = logging.getLogger(__name__)
 # Responses with more pixels than this are encoded off the event loop (numpy releases the GIL).
 _OFF_LOOP_PIXELS = 64 * 28 * 28
+PROTOCOL = "cvae.v1"  # the `protocol` label of this servicer's calls in the metrics
 
 
 class InFlight:
@@ -149,7 +150,7 @@ def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
 class _Call:
     """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses."""
 
-    __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_started")
+    __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_protocol", "_started")
 
     def __init__(
         self,
@@ -157,9 +158,11 @@ class _Call:
         in_flight: InFlight,
         method: str,
         context: grpc.aio.ServicerContext,
+        protocol: str = PROTOCOL,
     ) -> None:
         self._metrics = metrics
         self._in_flight = in_flight
+        self._protocol = protocol
         self._method = method
         self._context = context
         self._started = time.perf_counter()
@@ -204,7 +207,8 @@ class _Call:
         finally:
             self._in_flight.leave()
             self._metrics.call_finished()
-            self._metrics.observe_request(self._method, code, time.perf_counter() - self._started)
+            seconds = time.perf_counter() - self._started
+            self._metrics.observe_request(self._protocol, self._method, code, seconds)
 
     async def _abort(self, code: grpc.StatusCode, details: str) -> None:
         if self._context.done():  # deadline passed or caller gone: gRPC has already answered

@@ -209,9 +209,9 @@ def test_metrics_scrape_shows_every_metric(server: ServerProcess) -> None:
         server.stub.Generate(pb.GenerateRequest(labels=[99]), timeout=30)
     text = server.scrape()
     for needle in (
-        'cvae_requests_total{code="OK",method="Generate"}',
-        'cvae_requests_total{code="INVALID_ARGUMENT",method="Generate"}',
-        'cvae_request_duration_seconds_bucket{le="0.001",method="Generate"}',
+        'cvae_requests_total{code="OK",method="Generate",protocol="cvae.v1"}',
+        'cvae_requests_total{code="INVALID_ARGUMENT",method="Generate",protocol="cvae.v1"}',
+        'cvae_request_duration_seconds_bucket{le="0.001",method="Generate",protocol="cvae.v1"}',
         "cvae_queue_duration_seconds_bucket{",
         "cvae_inference_duration_seconds_bucket{",
         'cvae_batch_size_bucket{le="1.0"}',

@@ -1,0 +1,1 @@
+"""Generated Open Inference Protocol stubs (run `make proto`; never edit by hand)."""

@@ -1,0 +1,1 @@
+"""Tests of service/oip/: the Open Inference Protocol."""
