@@ -28,6 +28,7 @@ from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
 from service.oip.grpc_servicer import InferenceServicer
 from service.oip.grpc_servicer import add_to_server as add_inference_to_server
+from service.oip.http_server import InferenceHttpServer
 from service.options import batching_policy, request_limits, runtime_options
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
@@ -110,6 +111,7 @@ class GenerationServer:
         )
         self._stopping = asyncio.Event()
         self._metrics_http: Any = None
+        self._inference_http: InferenceHttpServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._servicer: GeneratorServicer | None = None
         self.ready = False  # a model is warm and no stop was asked (OIP ServerReady, ModelReady)
@@ -146,6 +148,17 @@ class GenerationServer:
             lambda: self.ready,
         )
         add_inference_to_server(inference, self.server)
+        if settings.http_port:
+            self._inference_http = InferenceHttpServer(
+                self.registry,
+                generator,
+                self.metrics,
+                servicer.in_flight,
+                settings.max_images_per_request,
+                settings.max_message_bytes,
+                settings.grace_period_s,
+                lambda: self.ready,
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -177,6 +190,13 @@ class GenerationServer:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
+        if self._inference_http is not None:
+            try:
+                await self._inference_http.start(settings.host.strip("[]"), settings.http_port)
+            except OSError as error:
+                raise StartupError(
+                    f"--http-port {settings.http_port}: cannot listen ({error})"
+                ) from None
 
     async def load(self) -> None:
         """Load and warm up the newest version, then turn health SERVING."""
@@ -234,6 +254,9 @@ class GenerationServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         stopping = asyncio.ensure_future(self.server.stop(grace))
+        http_stopping = None
+        if self._inference_http is not None:  # closes its port; its calls are in `in_flight`
+            http_stopping = asyncio.ensure_future(self._inference_http.stop())
         in_flight = self._servicer.in_flight if self._servicer is not None else None
         while in_flight is not None and loop.time() < deadline:
             await asyncio.sleep(min(_SETTLE_S, deadline - loop.time()))
@@ -249,6 +272,8 @@ class GenerationServer:
         await stopping
         if self.health_server is not None:  # answered NOT_SERVING all through the drain
             await self.health_server.stop(0)
+        if http_stopping is not None:
+            await http_stopping
 
     def close(self) -> None:
         self.batcher.close()

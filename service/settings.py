@@ -76,6 +76,12 @@ class ServiceSettings:
     """A second gRPC listener (same host) with grpc.health.v1 and nothing else, always
     plaintext: for kubelet gRPC probes, which cannot speak TLS, when --tls-cert is set. It
     reports the same statuses as the main port and takes no Generator call."""
+    http_port: int = field(
+        default=0,
+        metadata=_about("Open Inference Protocol HTTP/JSON port; 0: off", maximum=65535),
+    )
+    """TCP port (same host) of the Open Inference Protocol's HTTP/JSON endpoints (/v2/...), on
+    the same data plane as gRPC; 0 serves none."""
     max_batch: int = field(
         default=128, metadata=_about("most images in one decoder call", minimum=1, maximum=65536)
     )

@@ -17,10 +17,11 @@ import grpc
 
 from cvae.inference import grpc_service_pb2 as pb
 from service import codec
-from service.errors import ModelNotFound, NotReady, ServiceError, brief
+from service.errors import ServiceError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics
 from service.oip import grpc_codec
+from service.oip.models import resolve_model
 from service.registry import ModelRegistry
 from service.runtime import ModelRuntime
 from service.servicer import _OFF_LOOP_PIXELS, InFlight, _Call, _deadline_of
@@ -122,14 +123,7 @@ class InferenceServicer:
         return _Call(self._metrics, self._in_flight, method, context, PROTOCOL)
 
     def _resolve(self, name: str, version: str) -> ModelRuntime:
-        newest = self._registry.newest
-        if newest is None:
-            raise NotReady("no model version is loaded yet; retry shortly")
-        if name != newest.name:
-            raise ModelNotFound(
-                f"model_name: {brief(name)} is not served here; models: {newest.name}"
-            )
-        return self._registry.resolve(version)
+        return resolve_model(self._registry, name, version)
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
