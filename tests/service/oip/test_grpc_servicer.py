@@ -239,3 +239,36 @@ def test_oip_serves_the_shipped_model_with_cvae_v1s_bytes() -> None:
                 labels=labels, seed=42, temperature=0.9, encoding=pb.FLOAT32, model_version=version
             )
             assert images.tobytes() == _v1_images(shipped, v1)
+
+
+def test_oip_calls_merge_with_cvae_v1_calls_into_shared_decoder_batches(
+    server: ServerProcess,
+) -> None:
+    infer = server.channel().unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=oip_pb.ModelInferRequest.SerializeToString,
+        response_deserializer=oip_pb.ModelInferResponse.FromString,
+    )
+
+    def request(seed: int) -> oip_pb.ModelInferRequest:
+        labels = np.array([(seed + k) % 10 for k in range(1 + seed % 3)], dtype=np.int64)
+        message = oip_pb.ModelInferRequest(
+            model_name=_MODEL,
+            inputs=[{"name": "label", "datatype": "INT64", "shape": [len(labels)]}],
+            raw_input_contents=[labels.tobytes()],
+        )
+        message.parameters["seed"].int64_param = seed
+        return message
+
+    requests = [request(seed) for seed in range(32)]
+    alone = [infer(r, timeout=30).raw_output_contents[0] for r in requests]
+    batches_before = server.metric("cvae_batch_size_count")
+    big = pb.GenerateRequest(labels=[1] * 1024, omit_latents=True)
+    for _ in range(3):
+        # The cvae.v1 call keeps the decoder busy; the OIP calls queue behind it and merge.
+        ahead = server.stub.Generate.future(big, timeout=60)
+        futures = [infer.future(r, timeout=60) for r in requests]
+        assert [f.result().raw_output_contents[0] for f in futures] == alone
+        assert len(ahead.result().images.data) == 1024 * 784
+    batches = server.metric("cvae_batch_size_count") - batches_before
+    assert batches < 3 * (8 + len(requests))  # 1024 images are 8 batches; the small ones shared
