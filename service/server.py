@@ -192,7 +192,9 @@ class GenerationServer:
             await self.health_server.start()
         if self._inference_http is not None:
             try:
-                await self._inference_http.start(settings.host.strip("[]"), settings.http_port)
+                await self._inference_http.start(
+                    settings.host.strip("[]"), settings.http_port, reuse_port=settings.workers > 1
+                )
             except OSError as error:
                 raise StartupError(
                     f"--http-port {settings.http_port}: cannot listen ({error})"

@@ -83,7 +83,8 @@ class InferenceHttpServer:
         self._runner: web.AppRunner | None = None
         self.bound_port = 0
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool) -> None:
+        """Listen; with `reuse_port` several processes (`--workers`) share the port."""
         runner = self._runner = web.AppRunner(
             self._app,
             access_log=None,
@@ -91,7 +92,8 @@ class InferenceHttpServer:
             shutdown_timeout=self._grace_period_s,
         )
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+        await site.start()
         self.bound_port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:

@@ -175,3 +175,14 @@ def test_a_busy_http_port_fails_the_start_with_one_line(shared_repo: Path) -> No
         result = run_serve(shared_repo, "--http-port", str(port))
     assert result.returncode == 1
     assert f"cvae serve: --http-port {port}: cannot listen" in result.stderr
+
+
+def test_workers_share_the_http_port(shared_repo: Path) -> None:
+    with ServerProcess(
+        shared_repo, "--workers", "2", "--http-port", str(free_port()), "--intra-op-threads", "1"
+    ) as workers:
+        body = {"inputs": [{"name": "label", "datatype": "INT64", "shape": [2], "data": [1, 2]}]}
+        for _ in range(4):  # new connections, spread over the workers by the kernel
+            status, answer = _call(workers, "/v2/models/cvae-mnist/infer", body)
+            assert status == 200 and answer["outputs"][0]["shape"] == [2, 28, 28]
+        assert _call(workers, "/v2/health/ready") == (200, {"ready": True})
