@@ -116,7 +116,11 @@ class InferenceHttpServer:
             except asyncio.CancelledError:  # the client closed the connection
                 code = "CANCELLED"
                 raise
+            except web.HTTPRequestEntityTooLarge as error:  # beyond --max-message-bytes
+                code = "RESOURCE_EXHAUSTED"
+                return web.json_response({"error": f"request: {error.text}"}, status=413)
             except web.HTTPException:
+                code = "INVALID_ARGUMENT"
                 raise
             except Exception:
                 code = "INTERNAL"

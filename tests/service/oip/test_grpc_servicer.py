@@ -272,3 +272,37 @@ def test_oip_calls_merge_with_cvae_v1_calls_into_shared_decoder_batches(
         assert len(ahead.result().images.data) == 1024 * 784
     batches = server.metric("cvae_batch_size_count") - batches_before
     assert batches < 3 * (8 + len(requests))  # 1024 images are 8 batches; the small ones shared
+
+
+def test_typed_contents_give_the_same_images_as_raw_contents(server: ServerProcess) -> None:
+    infer = server.channel().unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=oip_pb.ModelInferRequest.SerializeToString,
+        response_deserializer=oip_pb.ModelInferResponse.FromString,
+    )
+    latents = np.random.default_rng(5).standard_normal((2, 16), dtype=np.float32)
+    typed = oip_pb.ModelInferRequest(
+        model_name=_MODEL,
+        inputs=[
+            {"name": "label", "datatype": "INT32", "shape": [2],
+             "contents": {"int_contents": [4, 2]}},
+            {"name": "z", "datatype": "FP32", "shape": [2, 16],
+             "contents": {"fp32_contents": latents.reshape(-1).tolist()}},
+        ],
+    )  # fmt: skip
+    raw = oip_pb.ModelInferRequest(
+        model_name=_MODEL,
+        inputs=[
+            {"name": "label", "datatype": "INT64", "shape": [2]},
+            {"name": "z", "datatype": "FP32", "shape": [2, 16]},
+        ],
+        raw_input_contents=[np.array([4, 2], np.int64).tobytes(), latents.tobytes()],
+    )
+    answer = infer(typed, timeout=30)
+    assert answer.outputs[0].shape == [2, 28, 28]
+    assert answer.raw_output_contents == infer(raw, timeout=30).raw_output_contents
+    typed.raw_input_contents.extend([b"", b""])  # both at once: refused, naming the input
+    with pytest.raises(grpc.RpcError) as raised:
+        infer(typed, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "label" in (raised.value.details() or "")

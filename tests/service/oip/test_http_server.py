@@ -186,3 +186,13 @@ def test_workers_share_the_http_port(shared_repo: Path) -> None:
             status, answer = _call(workers, "/v2/models/cvae-mnist/infer", body)
             assert status == 200 and answer["outputs"][0]["shape"] == [2, 28, 28]
         assert _call(workers, "/v2/health/ready") == (200, {"ready": True})
+
+
+def test_a_body_over_the_message_limit_is_413_and_counted_as_refused(
+    http_server: ServerProcess,
+) -> None:
+    labels = 'code="RESOURCE_EXHAUSTED",method="ModelInfer",protocol="oip-http"'
+    before = http_server.metric("cvae_requests_total", labels)
+    status, answer = _call(http_server, "/v2/models/cvae-mnist/infer", {"pad": "x" * (17 << 20)})
+    assert status == 413 and answer["error"].startswith("request:")
+    assert http_server.metric("cvae_requests_total", labels) == before + 1
