@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, config_to_dict
 from training.data import load_mnist
+from training.distributed import Runtime
 from training.label_guidance import LabelGuidance
 from training.loss import negative_elbo
 from training.model import CVAE
@@ -42,14 +44,14 @@ class _Tensors:
 
 
 def _as_tensors(
-    split: tuple[np.ndarray, np.ndarray], subset: int, shape: tuple[int, int]
+    split: tuple[np.ndarray, np.ndarray], subset: int, shape: tuple[int, int], device: str = "cpu"
 ) -> _Tensors:
     images, labels = split
     if subset:
         images, labels = images[:subset], labels[:subset]
     return _Tensors(
-        torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, *shape),
-        torch.from_numpy(np.ascontiguousarray(labels)),
+        torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, *shape).to(device),
+        torch.from_numpy(np.ascontiguousarray(labels)).to(device),
     )
 
 
@@ -87,7 +89,8 @@ def evaluate_elbo(model: CVAE, data: _Tensors, seed: int = 0) -> dict[str, float
     was_training = model.training
     model.eval()
     totals = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
-    with torch.random.fork_rng(devices=[]):
+    on_gpu = [data.images.device.index] if data.images.is_cuda else []
+    with torch.random.fork_rng(devices=on_gpu):  # the training noise streams stay untouched
         torch.manual_seed(seed)
         for start in range(0, len(data.labels), _VALID_BATCH):
             x = data.images[start : start + _VALID_BATCH]
@@ -101,19 +104,32 @@ def evaluate_elbo(model: CVAE, data: _Tensors, seed: int = 0) -> dict[str, float
 
 
 class Trainer:
-    """Runs `config` into `out_dir`: checkpoints, metrics.json, loss curve and sample grid."""
+    """Runs `config` into `out_dir`: checkpoints, metrics.json, loss curve and sample grid.
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True) -> None:
+    Under torchrun every rank trains its shard of each global batch (training/distributed.py);
+    rank 0 alone validates, logs, checkpoints and draws.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        progress: bool = True,
+        runtime: Runtime | None = None,
+    ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        torch.set_num_threads(config.num_threads)
+        self.runtime = runtime or Runtime()
+        self.progress = progress and self.runtime.is_main
+        self.rank_batch = self.runtime.per_rank_batch(config.batch_size)
+        threads = distributed.threads_per_process(config.num_threads, self.runtime.local_world_size)
+        torch.set_num_threads(threads)
         torch.manual_seed(config.seed)
         splits = load_mnist(config.data_source)
-        shape = config.model.image_shape
-        self.train_data = _as_tensors(splits.train, config.train_subset, shape)
-        self.valid_data = _as_tensors(splits.valid, config.valid_subset, shape)
-        self.model = CVAE(config.model)
+        shape, device = config.model.image_shape, self.runtime.device
+        self.train_data = _as_tensors(splits.train, config.train_subset, shape, device)
+        self.valid_data = _as_tensors(splits.valid, config.valid_subset, shape, device)
+        self.model = CVAE(config.model).to(device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -124,16 +140,33 @@ class Trainer:
             if config.label_guidance > 0
             else None
         )
+        self.world = distributed.describe(self.runtime, config.batch_size, config.lr, threads)
+        self._train_model = distributed.wrap(self.model, self.runtime)  # DDP under torchrun
+        if self.guidance is not None:
+            self.guidance.classifier.to(device)
+            distributed.average_gradients_of(self.guidance.classifier, self.runtime)
+        distributed.seed_rank(config.seed, self.runtime)
+        if self.runtime.is_main:
+            _LOGGER.info(
+                "%d process(es) on %s (%s), %d thread(s) each: global batch %d = %d x %d, "
+                "peak lr %g, %d steps per epoch",
+                self.runtime.world_size, self.runtime.device, self.runtime.backend or "no group",
+                threads, config.batch_size, self.runtime.world_size, self.rank_batch, config.lr,
+                self.steps_per_epoch,
+            )  # fmt: skip
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
         self.best_valid = math.inf
         self.train_seconds = 0.0
 
     @classmethod
-    def resume(cls, out_dir: str | Path, progress: bool = True) -> Trainer:
-        """Continue the run saved in `out_dir/last.pt` exactly where it stopped."""
+    def resume(
+        cls, out_dir: str | Path, progress: bool = True, runtime: Runtime | None = None
+    ) -> Trainer:
+        """Continue the run saved in `out_dir/last.pt` where it stopped, with any world size
+        (every rank's CPU random stream continues too where the saved run had that rank)."""
         model, config, extra = load_checkpoint(Path(out_dir) / LAST_CHECKPOINT)
-        trainer = cls(config, out_dir, progress)
+        trainer = cls(config, out_dir, progress, runtime)
         trainer.model.load_state_dict(model.state_dict())
         trainer.optimizer.load_state_dict(extra["optimizer"])
         trainer.schedules.scheduler.load_state_dict(extra["scheduler"])
@@ -141,10 +174,21 @@ class Trainer:
         trainer.history = list(extra["history"])
         trainer.best_valid = float(extra["best_valid_neg_elbo"])
         trainer.train_seconds = float(extra["train_seconds"])
-        torch.set_rng_state(extra["torch_rng_state"])
+        states = extra.get("torch_rng_states", [extra["torch_rng_state"]])
+        if trainer.runtime.rank < len(states):
+            torch.set_rng_state(states[trainer.runtime.rank])
+        else:  # more ranks than were saved: a fresh stream of its own
+            distributed.seed_rank(config.seed, trainer.runtime, trainer.epoch)
+        if trainer.runtime.device_type == "cuda":  # CUDA streams are not saved
+            torch.cuda.manual_seed(config.seed + trainer.runtime.rank + 7919 * trainer.epoch)
         if trainer.guidance is not None:
             trainer.guidance.load_state_dict(extra["guidance"])
-        _LOGGER.info("resuming %s after epoch %d of %d", out_dir, trainer.epoch, config.epochs)
+        if trainer.runtime.is_main:
+            _LOGGER.info(
+                "resuming %s after epoch %d of %d (saved by %d process(es), resumed by %d)",
+                out_dir, trainer.epoch, config.epochs,
+                extra.get("world", {}).get("world_size", 1), trainer.runtime.world_size,
+            )  # fmt: skip
         return trainer
 
     def run(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
@@ -155,10 +199,16 @@ class Trainer:
             started, cpu_started = time.perf_counter(), time.process_time()
             train_stats = self._train_one_epoch()
             seconds = time.perf_counter() - started
-            train_stats["cpu_seconds"] = time.process_time() - cpu_started
+            train_stats["cpu_seconds"] = distributed.sum_over_ranks(
+                torch.tensor([time.process_time() - cpu_started], dtype=torch.float64),
+                self.runtime,
+            ).item()  # every rank's CPU
             self.train_seconds += seconds
-            valid_stats = evaluate_elbo(self.model, self.valid_data, seed=self.config.seed)
             self.epoch += 1
+            rng_states = distributed.gather(torch.get_rng_state(), self.runtime)
+            if not self.runtime.is_main:
+                continue  # rank 0 alone validates, logs and checkpoints
+            valid_stats = evaluate_elbo(self.model, self.valid_data, seed=self.config.seed)
             row = {"epoch": self.epoch, "seconds": seconds, **train_stats}
             row.update({f"valid_{key}": value for key, value in valid_stats.items()})
             self.history.append(row)
@@ -169,17 +219,25 @@ class Trainer:
             )  # fmt: skip
             if valid_stats["neg_elbo"] < self.best_valid:
                 self.best_valid = valid_stats["neg_elbo"]
-                save_checkpoint(self.out_dir / BEST_CHECKPOINT, self.model, self.config, dict(row))
-            self._save_last()
-        return self._write_reports()
+                save_checkpoint(
+                    self.out_dir / BEST_CHECKPOINT,
+                    self.model,
+                    self.config,
+                    {**row, "world": self.world},
+                )
+            self._save_last(rng_states)
+        distributed.barrier(self.runtime)
+        return self._write_reports() if self.runtime.is_main else {}
 
     def _train_one_epoch(self) -> dict[str, float]:
         config = self.config
-        order = torch.randperm(
-            len(self.train_data.labels),
-            generator=torch.Generator().manual_seed(config.seed * 100_003 + self.epoch),
-        )
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "guidance": 0.0}
+        # One permutation per epoch for all ranks, the same a single process uses; this rank's
+        # share of it (all of it on one process).
+        order = distributed.epoch_order(
+            len(self.train_data.labels), config.seed * 100_003, self.epoch, self.runtime
+        ).to(self.runtime.device)
+        keys = ("loss", "recon", "kl", "guidance")
+        sums = torch.zeros(len(keys), dtype=torch.float64, device=self.runtime.device)
         count = 0
         bar = tqdm(
             range(self.steps_per_epoch),
@@ -188,11 +246,11 @@ class Trainer:
             leave=False,
         )
         for batch_index in bar:
-            index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+            index = order[batch_index * self.rank_batch : (batch_index + 1) * self.rank_batch]
             x, label = self.train_data.images[index], self.train_data.labels[index]
             step = self.epoch * self.steps_per_epoch + batch_index
             with self._autocast():
-                logits, mu, logvar = self.model(x, label)
+                logits, mu, logvar = self._train_model(x, label)
             guidance = self._guidance_loss(x, label)
             loss, recon, kl = negative_elbo(
                 logits.float(), x, mu.float(), logvar.float(),
@@ -205,41 +263,43 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
             self.schedules.scheduler.step()
-            for key, value in (
-                ("loss", loss),
-                ("recon", recon),
-                ("kl", kl),
-                ("guidance", guidance),
-            ):
-                sums[key] += float(value.detach()) * len(label)
+            sums += torch.stack([loss, recon, kl, guidance]).detach().double() * len(label)
             count += len(label)
-            if batch_index % 20 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", kl=f"{sums['kl'] / count:.2f}")
-        stats = {key: value / count for key, value in sums.items()}
+            if self.progress and batch_index % 20 == 0:
+                mean = (sums / count).tolist()
+                bar.set_postfix(loss=f"{mean[0]:.2f}", kl=f"{mean[2]:.2f}")
+        totals = distributed.sum_over_ranks(
+            torch.cat([sums.cpu(), torch.tensor([count], dtype=torch.float64)]), self.runtime
+        ).tolist()  # the global batch's means on every rank
+        stats = {key: value / totals[-1] for key, value in zip(keys, totals, strict=False)}
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         stats["kl_weight"] = self.schedules.kl_weight(step)
         return stats
 
     def _autocast(self) -> torch.autocast:
-        """bfloat16 autocast of the forward passes when configured; a no-op for float32."""
+        """bfloat16 autocast of the forward passes when configured (on CPU or CUDA alike: no loss
+        scaling needed); a no-op for float32."""
         return torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=self.config.compute_dtype == "bfloat16"
+            self.runtime.device_type,
+            dtype=torch.bfloat16,
+            enabled=self.config.compute_dtype == "bfloat16",
         )
 
     def _guidance_loss(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Fit the guidance classifier on the real batch, then score decoded prior samples."""
         if self.guidance is None:
-            return torch.zeros(())
+            return torch.zeros((), device=self.runtime.device)
         fit_epochs = self.config.label_guidance_fit_epochs
         if fit_epochs == 0 or self.epoch < fit_epochs:
             self.guidance.fit_step(x, label)
         count = self.config.label_guidance_samples
-        z = torch.randn(count, self.config.model.latent_dim)  # (S, latent)
-        wanted = torch.randint(self.config.model.num_classes, (count,))
+        device = self.runtime.device
+        z = torch.randn(count, self.config.model.latent_dim, device=device)  # (S, latent)
+        wanted = torch.randint(self.config.model.num_classes, (count,), device=device)
         with self._autocast():
             return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted).float()
 
-    def _save_last(self) -> None:
+    def _save_last(self, rng_states: list[torch.Tensor]) -> None:
         save_checkpoint(
             self.out_dir / LAST_CHECKPOINT,
             self.model,
@@ -251,7 +311,9 @@ class Trainer:
                 "history": self.history,
                 "best_valid_neg_elbo": self.best_valid,
                 "train_seconds": self.train_seconds,
-                "torch_rng_state": torch.get_rng_state(),
+                "torch_rng_state": rng_states[0],
+                "torch_rng_states": rng_states,  # one per rank
+                "world": self.world,
                 **({"guidance": self.guidance.state_dict()} if self.guidance else {}),
             },
         )
@@ -265,6 +327,7 @@ class Trainer:
             "seconds_per_epoch": self.train_seconds / max(1, len(self.history)),
             "train_cpu_seconds": sum(row["cpu_seconds"] for row in self.history),
             "num_threads": self.config.num_threads,
+            "world": self.world,
             "train_config": config_to_dict(self.config),
             "history": self.history,
         }

@@ -52,3 +52,21 @@ def test_resume_with_new_settings_is_refused(tmp_path: Path) -> None:
 def test_invalid_setting_is_refused_with_its_reason(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="epochs must be positive"):
         main(["train", "--out", str(tmp_path), "--epochs", "0"])
+
+
+def test_auto_resume_continues_a_run_and_refuses_another_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--auto-resume, for jobs that get restarted: start when there is no last.pt, else go on."""
+    tiny = [
+        "train", "--out", str(tmp_path), "--latent-dim", "4", "--encoder-channels", "4,8",
+        "--encoder-hidden", "16", "--decoder-channels", "8,4,4", "--train-subset", "256",
+        "--valid-subset", "128", "--batch-size", "64", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main([*tiny, "--epochs", "1", "--auto-resume"]) == 0
+    first = (tmp_path / "last.pt").read_bytes()
+    assert main([*tiny, "--epochs", "1", "--auto-resume"]) == 0  # done already: trains nothing
+    assert (tmp_path / "last.pt").read_bytes() == first
+    with pytest.raises(SystemExit, match="another configuration"):
+        main([*tiny, "--epochs", "2", "--auto-resume"])
+    capsys.readouterr()
