@@ -27,10 +27,12 @@ pytestmark = pytest.mark.slow
 _ROOT = Path(__file__).resolve().parents[2]
 _WORKER = Path(__file__).with_name("ddp_worker.py")
 _RUN_TIMEOUT_S = 240  # a hung job fails the test instead of blocking the suite
-# 2 processes vs 1 with the same global batch and seed: validation -ELBO (nats per image) may
-# differ by this much. They share every global batch and the initial weights; ranks > 0 draw
-# other noise and the sums run in another order. Measured: see the test.
-_ELBO_TOLERANCE_NATS = 3.0
+# 2 processes vs 1 with the same global batch and seed: validation -ELBO may differ by this
+# fraction. They share the initial weights and every global batch; rank 1 draws other noise
+# (latent samples, guidance samples) and sums run in another order, so the gap is of the size of
+# a change of noise. Measured after these 96 steps (-ELBO about 295 nats): 1 vs 2 processes
+# 4.4 nats (1.5%) with seed 0; 1 process, seed 0 vs seed 1, 7.3 nats (2.4%).
+_RELATIVE_TOLERANCE = 0.03
 
 # A tiny model, 32 steps an epoch; every flag is a real `cvae train` flag.
 _TINY = [
@@ -92,7 +94,7 @@ def test_two_processes_end_within_tolerance_of_one_with_the_same_global_batch(
     gap = abs(one["best_valid_neg_elbo"] - two["best_valid_neg_elbo"])
     print(f"valid -ELBO: 1 process {one['best_valid_neg_elbo']:.2f}, "
           f"2 processes {two['best_valid_neg_elbo']:.2f}, gap {gap:.2f} nats")  # fmt: skip
-    assert gap < _ELBO_TOLERANCE_NATS
+    assert gap < _RELATIVE_TOLERANCE * one["best_valid_neg_elbo"]
     # Only rank 0 writes: one set of outputs, and no temporary files of another rank's.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()
