@@ -65,13 +65,14 @@ class Runtime:
     def device_type(self) -> str:
         return self.device.split(":", 1)[0]
 
-    def per_rank_batch(self, global_batch: int) -> int:
-        if global_batch % self.world_size:
+    def share(self, total: int, name: str = "batch_size") -> int:
+        """This rank's part of a per-step count that all ranks together draw (the batch)."""
+        if total % self.world_size:
             raise DistributedError(
-                f"batch_size {global_batch} (the global batch) is not divisible by the "
+                f"{name} {total} (for all processes together) is not divisible by the "
                 f"{self.world_size} processes"
             )
-        return global_batch // self.world_size
+        return total // self.world_size
 
 
 def world_from_env(environ: Mapping[str, str]) -> tuple[int, int, int, int]:
@@ -232,7 +233,7 @@ def describe(runtime: Runtime, global_batch: int, lr: float, threads: int) -> di
         "backend": runtime.backend,
         "device": runtime.device_type,
         "threads_per_process": threads,
-        "per_rank_batch": runtime.per_rank_batch(global_batch),
+        "per_rank_batch": runtime.share(global_batch),
         "global_batch": global_batch,
         "peak_lr": lr,
     }

@@ -121,7 +121,10 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.runtime = runtime or Runtime()
         self.progress = progress and self.runtime.is_main
-        self.rank_batch = self.runtime.per_rank_batch(config.batch_size)
+        self.rank_batch = self.runtime.share(config.batch_size)
+        self.rank_guidance_samples = self.runtime.share(
+            config.label_guidance_samples, "label_guidance_samples"
+        )
         threads = distributed.threads_per_process(config.num_threads, self.runtime.local_world_size)
         torch.set_num_threads(threads)
         torch.manual_seed(config.seed)
@@ -292,7 +295,7 @@ class Trainer:
         fit_epochs = self.config.label_guidance_fit_epochs
         if fit_epochs == 0 or self.epoch < fit_epochs:
             self.guidance.fit_step(x, label)
-        count = self.config.label_guidance_samples
+        count = self.rank_guidance_samples  # all ranks together draw label_guidance_samples
         device = self.runtime.device
         z = torch.randn(count, self.config.model.latent_dim, device=device)  # (S, latent)
         wanted = torch.randint(self.config.model.num_classes, (count,), device=device)

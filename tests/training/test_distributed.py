@@ -61,9 +61,10 @@ def test_a_plain_process_is_a_world_of_one_on_the_cpu() -> None:
 
 
 def test_the_global_batch_is_shared_by_the_processes() -> None:
-    assert Runtime(rank=1, world_size=4, local_world_size=4).per_rank_batch(128) == 32
-    with pytest.raises(DistributedError, match="not divisible"):
-        Runtime(world_size=3, local_world_size=3).per_rank_batch(128)
+    assert Runtime(rank=1, world_size=4, local_world_size=4).share(128) == 32
+    assert Runtime().share(7) == 7
+    with pytest.raises(DistributedError, match=r"batch_size 128 .* not divisible by the 3"):
+        Runtime(world_size=3, local_world_size=3).share(128)
 
 
 def test_threads_are_the_nodes_budget_split_over_its_processes() -> None:
