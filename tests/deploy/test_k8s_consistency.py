@@ -302,13 +302,17 @@ def test_prod_replicas_never_pile_onto_one_node() -> None:
 
 
 def test_one_image_setting_for_the_server_and_the_jobs() -> None:
-    """The image is set in one place (a component), and every workload runs that image."""
+    """The images are set in one place (a component), and every workload runs the serving image
+    or, for training and export, the training image of the same build (one tag)."""
     setting_files = [
         path.relative_to(K8S_DIR)
         for path in K8S_DIR.rglob("kustomization.yaml")
         if yaml.safe_load(path.read_text()).get("images")
     ]
     assert [str(p.parent) for p in setting_files] == ["components/image"], setting_files
+    (setting,) = setting_files
+    names = {i["newName"] for i in yaml.safe_load((K8S_DIR / setting).read_text())["images"]}
     images = {container(w)["image"] for _, w in _workloads()}
-    assert len(images) == 1, images
+    assert {image.rsplit(":", 1)[0] for image in images} == names, images
+    assert len({image.rsplit(":", 1)[1] for image in images}) == 1, images
     assert all(container(w)["imagePullPolicy"] == "IfNotPresent" for _, w in _workloads())

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.deploy.manifests import (
+    K8S_DIR,
     ROOT,
     container,
     objects,
@@ -22,6 +23,7 @@ from tests.deploy.manifests import (
     selector_matches,
     service_selects,
 )
+from tests.deploy.netpol import Pod, allowed
 
 _TRAIN, _EXPORT = "jobs/train", "jobs/export"
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -143,7 +145,14 @@ def test_export_publishes_a_version_no_shipped_model_has() -> None:
     shipped = [int(p.name) for p in (ROOT / "models" / name).iterdir() if p.name.isdigit()]
     assert shipped and version > max(shipped)
     claim = _claim_of(_job(_EXPORT), "export", _arg(args, "--repository") + "/" + name)
-    assert one(render(_EXPORT), "PersistentVolumeClaim", claim)
+    # The claim jobs/publish-models creates and every replica reads (components/model-volume).
+    publish = one(render("jobs/publish-models"), "Job")
+    assert claim == _claim_of(publish, "publish", "/repository/" + name)
+    assert one(render("jobs/publish-models"), "PersistentVolumeClaim", claim)
+    assert (
+        "claimName: " + claim
+        in (K8S_DIR / "components" / "model-volume" / "kustomization.yaml").read_text()
+    )
 
 
 @pytest.mark.parametrize("kustomization", [_TRAIN, _EXPORT])
@@ -172,3 +181,30 @@ def test_the_training_image_is_the_dockerfiles_train_stage() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "--target train -t cvae-mnist-train:" in dockerfile
     assert re.search(r"^FROM \S+ AS train$", dockerfile, re.MULTILINE)
+
+
+def _in_namespace(objs: list[dict], namespace: str) -> list[dict]:
+    """The objects as `kubectl apply -n <namespace> -k` creates them."""
+    return [{**o, "metadata": {**o["metadata"], "namespace": namespace}} for o in objs]
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_training_pods_reach_each_other_and_dns_and_nothing_else(overlay: str) -> None:
+    served = render(overlay)
+    namespace = one(served, "Deployment")["metadata"]["namespace"]
+    policies = objects(served, "NetworkPolicy") + _in_namespace(
+        objects(render(_TRAIN), "NetworkPolicy"), namespace
+    )
+    job = _job(_TRAIN)
+    peer = Pod(namespace, pod_labels(job), ports={"rendezvous": 29400})
+    for port in (29400, 41234):  # the rendezvous, and a port torchrun picks for the group
+        assert allowed(policies, peer, peer, port)
+    dns = Pod("kube-system", {"k8s-app": "kube-dns"})
+    assert allowed(policies, peer, dns, 53, "UDP")
+    server = Pod(namespace, pod_labels(one(served, "Deployment")), ports={"grpc": 50051})
+    assert not allowed(policies, peer, server, 50051)
+    stranger = Pod(namespace, {"app": "neighbour"})
+    assert not allowed(policies, stranger, peer, 29400)
+    assert not allowed(policies, peer, Pod("default", {"app": "web"}), 443)
+    exporter = Pod(namespace, pod_labels(_job(_EXPORT)))
+    assert not allowed(policies, exporter, peer, 29400)
