@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelRepository
 from service.batcher import DynamicBatcher
+from service.credentials import CredentialsError, server_credentials
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
@@ -70,19 +71,6 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     return options
 
 
-def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    cert = _read_pem(settings.tls_cert, "--tls-cert")
-    key = _read_pem(settings.tls_key, "--tls-key")
-    client_ca = None
-    if settings.tls_client_ca is not None:
-        client_ca = _read_pem(settings.tls_client_ca, "--tls-client-ca")
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
 class GenerationServer:
     """One process's server and everything it owns."""
 
@@ -126,7 +114,10 @@ class GenerationServer:
         """Check the repository exists, then listen: health says NOT_SERVING until `load`."""
         settings = self.settings
         self.repository.newest()  # a missing or empty repository fails before any port opens
-        credentials = server_credentials(settings)
+        try:
+            credentials = server_credentials(settings)
+        except CredentialsError as error:
+            raise StartupError(str(error)) from None
         for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         generator = ImageGenerator(self.batcher)
@@ -316,13 +307,3 @@ async def serve(settings: ServiceSettings) -> int:
     finally:
         server.close()
     return 0
-
-
-def _read_pem(path: Any, flag: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise StartupError(f"{path}: cannot read {flag} file ({error.strerror})") from None
-    if b"-----BEGIN" not in data:
-        raise StartupError(f"{path}: {flag} file is not PEM")
-    return data

@@ -91,3 +91,59 @@ def test_unreadable_certificate_exits_naming_the_file(shared_repo: Path, tmp_pat
     result = run_serve(shared_repo, "--tls-cert", str(missing), "--tls-key", str(missing))
     assert result.returncode == 1
     assert f"{missing}: cannot read --tls-cert file" in result.stderr
+
+
+def _mount_secret(folder: Path, version: str, files: dict[str, bytes]) -> None:
+    """Lay out `files` as the kubelet updates a Secret volume: the files live in a timestamped
+    folder, `..data` points at it, each name points into `..data`; an update writes a new folder
+    and swaps `..data` in one rename, so cert and key always change together."""
+    (folder / version).mkdir(parents=True)
+    for name, data in files.items():
+        (folder / version / name).write_bytes(data)
+    link = folder / "..data_tmp"
+    link.symlink_to(version)
+    link.replace(folder / "..data")
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(
+    shared_repo: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first, second = make_certificates(tmp_path / "first"), make_certificates(tmp_path / "second")
+    secret = tmp_path / "secret"
+
+    def files(pki: object) -> dict[str, bytes]:
+        return {
+            "tls.crt": pki.server_cert.read_bytes(),  # type: ignore[attr-defined]
+            "tls.key": pki.server_key.read_bytes(),  # type: ignore[attr-defined]
+        }
+
+    def fresh_connection(ca: Path) -> int:
+        """A Generate over a new TLS connection (no subchannel shared with earlier calls)."""
+        credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.secure_channel(server.address, credentials, options=options) as channel:
+            stub = pb_grpc.GeneratorStub(channel)
+            return len(stub.Generate(pb.GenerateRequest(labels=[1]), timeout=10).images.data)
+
+    _mount_secret(secret, "..2026_01", files(first))
+    trust_first = grpc.ssl_channel_credentials(first.ca.read_bytes())
+    tls = ["--tls-cert", str(secret / "tls.crt"), "--tls-key", str(secret / "tls.key")]
+    with ServerProcess(shared_repo, *tls, credentials=trust_first) as server:
+        assert fresh_connection(first.ca) == 784
+        # A broken renewal (not PEM) is refused: the certificate in use stays.
+        _mount_secret(secret, "..2026_02", {"tls.crt": b"garbage", "tls.key": b"garbage"})
+        assert fresh_connection(first.ca) == 784
+        # cert-manager renews from another CA: new connections get the new certificate.
+        _mount_secret(secret, "..2026_03", files(second))
+        assert fresh_connection(second.ca) == 784
+        with pytest.raises(grpc.RpcError) as stale:
+            fresh_connection(first.ca)
+        assert stale.value.code() == grpc.StatusCode.UNAVAILABLE
+        log = server.log()
+    assert "TLS certificate reloaded" in log
+    assert "cannot be used, keeping the old" in log
