@@ -34,7 +34,13 @@ from typing import Protocol
 
 import numpy as np
 
-from service.errors import DeadlineExpired, Overloaded, ServiceError
+from service.errors import (
+    DEADLINE_TOO_SHORT,
+    QUEUE_FULL,
+    DeadlineExpired,
+    Overloaded,
+    ServiceError,
+)
 from service.priority import lower_this_thread
 from service.runtime import ModelRuntime
 
@@ -138,7 +144,7 @@ class DynamicBatcher:
         """Raise Overloaded now if `count` images would be refused: callers check this before
         preparing the work (sampling latents), so that under overload a refusal costs little."""
         if self._queued_images + count > self._policy.queue_size:
-            raise Overloaded(self._queue_full())
+            raise Overloaded(self._queue_full(), QUEUE_FULL)
         self._refuse_if_late(deadline, asyncio.get_running_loop().time())
 
     async def run(
@@ -157,7 +163,7 @@ class DynamicBatcher:
         count = len(labels)
         while self._queued_images + count > self._policy.queue_size:
             if not wait_for_room or count > self._policy.queue_size:
-                raise Overloaded(self._queue_full())
+                raise Overloaded(self._queue_full(), QUEUE_FULL)
             self._room.clear()
             await self._room.wait()
         loop = asyncio.get_running_loop()
@@ -204,7 +210,8 @@ class DynamicBatcher:
         if now + ahead > deadline:
             raise Overloaded(
                 f"about {ahead * 1000:.0f} ms of queued work is ahead and the deadline is "
-                f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later"
+                f"{max(deadline - now, 0) * 1000:.0f} ms away; retry later",
+                DEADLINE_TOO_SHORT,
             )
 
     def close(self) -> None:

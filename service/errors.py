@@ -38,9 +38,24 @@ class VersionNotFound(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """The queue is full: the caller should back off and retry."""
+    """Refused for lack of room or time: the caller should back off and retry.
+
+    `reason` says which (REFUSAL_REASONS); each is counted on its own, so that an alert on a
+    full queue is not paged by callers whose deadline is shorter than the work ahead of them.
+    """
 
     code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        assert reason in REFUSAL_REASONS, reason
+        self.reason = reason
+
+
+# Why a call was refused with RESOURCE_EXHAUSTED (cvae_refusals_total{reason}; service/README.md).
+QUEUE_FULL = "queue_full"  # the bounded queue has no room for the request's images
+DEADLINE_TOO_SHORT = "deadline_too_short"  # its deadline would pass behind the queued work
+REFUSAL_REASONS = (QUEUE_FULL, DEADLINE_TOO_SHORT)
 
 
 class NotReady(ServiceError):
@@ -59,6 +74,19 @@ class ModelNotFound(ServiceError):
     """The request names a model this server does not serve."""
 
     code = "NOT_FOUND"
+
+
+class CallEnded(ServiceError):
+    """The caller ended the call (cancelled, went away, or its deadline passed) while the server
+    was still working on it, e.g. writing a stream message: there is no one left to answer.
+
+    `code` is what the call is counted as: DEADLINE_EXCEEDED once its deadline has passed,
+    CANCELLED otherwise.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # A model version cannot be served; the message names the file and the problem. One class with

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -17,12 +18,17 @@ from prometheus_client import (
     start_http_server,
 )
 
+from service.errors import REFUSAL_REASONS
+
 _LOGGER = logging.getLogger(__name__)
 
 # Request latencies of this service span ~0.2 ms (one image) to seconds (big requests).
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0, 5.0,
 )  # fmt: skip
+# Whole calls: a GenerateStream of millions of images runs for minutes.
+_CALL_BUCKETS = (*_LATENCY_BUCKETS, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_RELOAD_OUTCOMES = ("loaded", "refused")
 
 
 class ServiceMetrics:
@@ -38,7 +44,11 @@ class ServiceMetrics:
         self.request_duration = Histogram(
             "cvae_request_duration_seconds", "Time from a call's start to its answer",
             ["protocol", "method"],
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            buckets=_CALL_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.refusals = Counter(
+            "cvae_refusals", "Calls refused with RESOURCE_EXHAUSTED, by reason", ["reason"],
+            registry=registry,
         )  # fmt: skip
         self.queue_duration = Histogram(
             "cvae_queue_duration_seconds", "Time a request piece waited for a decoder call",
@@ -73,6 +83,11 @@ class ServiceMetrics:
             "cvae_model_info", "1 for each loaded model version", ["name", "version"],
             registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
+        self.served_model = Gauge(
+            "cvae_served_model_info",
+            "1 for the model version served to calls that pin none (the newest loaded)",
+            ["name", "version"], registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.model_reloads = Counter(
             "cvae_model_reloads", "Model versions loaded or refused, by outcome", ["outcome"],
             registry=registry,
@@ -84,6 +99,26 @@ class ServiceMetrics:
         )
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
+        self._served: tuple[str, str] | None = None
+        # Known label values start at 0: a panel or alert sees 0 before the first event, not
+        # "no data".
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)
+        for outcome in _RELOAD_OUTCOMES:
+            self.model_reloads.labels(outcome)
+
+    def initialise_requests(
+        self, protocol: str, methods: Iterable[str], codes: Iterable[str]
+    ) -> None:
+        """Create every (method, code) series of `protocol` at 0 (its servicer knows them)."""
+        codes = tuple(codes)
+        for method in methods:
+            self._duration_children[(protocol, method)] = self.request_duration.labels(
+                protocol, method
+            )
+            for code in codes:
+                key = (protocol, method, code)
+                self._request_children[key] = self.requests.labels(*key)
 
     # Request accounting (servicer).
     def call_started(self) -> None:
@@ -103,6 +138,9 @@ class ServiceMetrics:
         if histogram is None:
             histogram = self._duration_children[key[:2]] = self.request_duration.labels(*key[:2])
         histogram.observe(seconds)
+
+    def count_refusal(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
 
     def count_images(self, images: int) -> None:
         self.images_generated.inc(images)
@@ -134,6 +172,17 @@ class ServiceMetrics:
 
     def model_refused(self) -> None:
         self.model_reloads.labels("refused").inc()
+
+    def model_served(self, name: str, version: str) -> None:
+        """`version` now answers calls that pin none; the one before it no longer does."""
+        if self._served == (name, version):
+            return
+        if self._served is not None:
+            self.served_model.labels(*self._served).set(0)  # see model_unloaded
+            with contextlib.suppress(KeyError):
+                self.served_model.remove(*self._served)
+        self.served_model.labels(name, version).set(1)
+        self._served = (name, version)
 
 
 def build_metrics(max_batch: int) -> ServiceMetrics:

@@ -89,6 +89,7 @@ class ModelReloader:
             on_disk = [folder.version for folder in versions]
             for runtime in self._registry.retain(on_disk):
                 self._unloaded(runtime, "its folder is gone")
+            self._publish_served()
 
     async def _try_load(self, folder: VersionFolder) -> bool:
         if folder.version in self._registry.versions:
@@ -122,6 +123,12 @@ class ModelReloader:
         )
         for old in dropped:
             self._unloaded(old, f"only the newest {self._registry.keep} are kept")
+        self._publish_served()
+
+    def _publish_served(self) -> None:
+        newest = self._registry.newest
+        if newest is not None:
+            self._metrics.model_served(newest.name, newest.version)
 
     def _unloaded(self, runtime: ModelRuntime, reason: str) -> None:
         self._metrics.model_unloaded(runtime.name, runtime.version)

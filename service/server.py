@@ -17,8 +17,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelRepository
@@ -26,11 +24,13 @@ from service.batcher import DynamicBatcher
 from service.credentials import CredentialsError, server_credentials
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
+from service.health import HealthServicer
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
 from service.oip.grpc_servicer import InferenceServicer
 from service.oip.grpc_servicer import add_to_server as add_inference_to_server
 from service.oip.http_server import InferenceHttpServer
 from service.options import batching_policy, request_limits, runtime_options
+from service.reflection import enable_reflection
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
 from service.servicer import GeneratorServicer, add_to_server
@@ -41,6 +41,15 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name  # "cvae.v1
 _HEALTH_NAMES = ("", SERVICE_NAME)
 _INT32_MAX = 2**31 - 1  # gRPC's "infinite" for millisecond options
 _SETTLE_S = 0.25  # on stop: accept this long after NOT_SERVING, and wait this long for no calls
+# Keepalive policy (docs/generate.md, "Keepalive"); cvae.client's own pings respect it.
+# Clients may ping as often as every KEEPALIVE_MIN_CLIENT_PING_S, with or without calls; a
+# client that pings more often gets GOAWAY "too_many_pings" after _MAX_PING_STRIKES pings too
+# soon. The server pings an idle connection every _KEEPALIVE_TIME_S and closes it when no
+# answer comes within _KEEPALIVE_TIMEOUT_S (a peer that vanished without a FIN).
+KEEPALIVE_MIN_CLIENT_PING_S = 5
+_MAX_PING_STRIKES = 2
+_KEEPALIVE_TIME_S = 60
+_KEEPALIVE_TIMEOUT_S = 20
 
 
 class StartupError(Exception):
@@ -55,7 +64,11 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         # Several workers (service/workers.py) share it: the kernel spreads connections.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MIN_CLIENT_PING_S * 1000),
+        ("grpc.http2.max_ping_strikes", _MAX_PING_STRIKES),
+        ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_S * 1000),
+        ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_S * 1000),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging an idle connection
     ]
     if settings.max_pending_rpcs > 0:
         options += [
@@ -151,11 +164,10 @@ class GenerationServer:
                 lambda: self.ready,
             )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+        enable_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             self.server,
-        )  # fmt: skip
+        )
         self.bound_port = self._bind(credentials)
         if self.health_server is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)

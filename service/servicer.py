@@ -1,7 +1,8 @@
 """The Generator gRPC servicer: decode (codec), generate (data plane), encode. Nothing else.
 
-Errors are mapped to status codes in one place, `_Call`: a ServiceError becomes its own code
-with its message; anything unexpected becomes INTERNAL and is logged with its traceback.
+Errors are mapped to status codes in one place, `_Call`: a call its client ended is
+DEADLINE_EXCEEDED or CANCELLED (never an error of the server); a ServiceError becomes its own
+code with its message; anything unexpected becomes INTERNAL and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec
-from service.errors import DeadlineExpired, ServiceError
+from service.errors import CallEnded, DeadlineExpired, Overloaded, ServiceError
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -26,6 +27,12 @@ _LOGGER = logging.getLogger(__name__)
 # Responses with more pixels than this are encoded off the event loop (numpy releases the GIL).
 _OFF_LOOP_PIXELS = 64 * 28 * 28
 PROTOCOL = "cvae.v1"  # the `protocol` label of this servicer's calls in the metrics
+METHODS = ("Generate", "GenerateStream", "GetModelInfo")
+# Every code a call of this servicer can be counted as (each starts at 0 in /metrics).
+CODES = (
+    "OK", "CANCELLED", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT", "NOT_FOUND",
+    "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL",
+)  # fmt: skip
 
 
 class InFlight:
@@ -81,6 +88,7 @@ class GeneratorServicer:
         self._metrics = metrics
         self._limits = limits
         self.in_flight = InFlight()
+        metrics.initialise_requests(PROTOCOL, METHODS, CODES)
 
     async def Generate(
         self, data: bytes, context: grpc.aio.ServicerContext
@@ -112,7 +120,7 @@ class GeneratorServicer:
             chunks = self._generator.stream(runtime, job, deadline)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    await context.write(await _encode(chunk, job))
+                    await _send(context, await _encode(chunk, job))
                     self._metrics.count_images(len(chunk.labels))
 
     async def GetModelInfo(
@@ -148,7 +156,18 @@ def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
 
 
 class _Call:
-    """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses."""
+    """Times one RPC, counts it by status code, and turns exceptions into gRPC statuses.
+
+    The rule for the code a call is counted as (and answered with, where anyone is left to
+    answer), decided when the server is done with the call:
+    1. its deadline has passed: DEADLINE_EXCEEDED, whatever the server was doing (gRPC has told
+       the client so already; an answer the server finished too late is not delivered);
+    2. else the client cancelled or went away (gRPC cancelled the handler, or a stream write
+       failed): CANCELLED;
+    3. else the server's own outcome: OK, a ServiceError's code, or INTERNAL for anything
+       unexpected, logged with its traceback.
+    Calls in 1 and 2 are logged at DEBUG only: a client ending its own call is not a fault.
+    """
 
     __slots__ = ("_context", "_in_flight", "_method", "_metrics", "_protocol", "_started")
 
@@ -180,40 +199,70 @@ class _Call:
     ) -> bool:
         code = "OK"
         try:
+            ended = ended_by_caller(self._context)
+            if isinstance(error, CallEnded):
+                ended = ended or error.code
+            if ended is not None:
+                code = ended
+                if error is not None:
+                    _LOGGER.debug("%s ended by the caller (%s): %r", self._method, code, error)
+                # Nothing to answer: the client has its status from gRPC already.
+                raise asyncio.CancelledError from None
             if error is None:
                 return False
-            if isinstance(error, asyncio.CancelledError):
+            if isinstance(error, asyncio.CancelledError):  # the server is stopping
                 code = "CANCELLED"
                 return False
             if isinstance(error, ServiceError):
                 code = error.code
-                if self._context.done():  # deadline passed or caller gone: already answered
-                    raise asyncio.CancelledError
+                if isinstance(error, Overloaded):
+                    self._metrics.count_refusal(error.reason)
                 # Status without context.abort(): abort's AbortError would keep this call's
                 # frames, and so the request, in a reference cycle with the call's state
                 # until a full garbage collection (a 2M-label request leaked ~33 MB).
                 self._context.set_code(grpc.StatusCode[error.code])
                 self._context.set_details(str(error))
                 return True
-            if self._context.done():  # e.g. a write raced the caller's cancel: nothing to answer
-                code = "CANCELLED"
-                raise asyncio.CancelledError from None
             code = "INTERNAL"
             _LOGGER.error("%s failed", self._method, exc_info=error)
-            await self._abort(
+            await self._context.abort(
                 grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
             )
-            return False  # not reached: _abort raises
+            return False  # not reached: abort raises
         finally:
             self._in_flight.leave()
             self._metrics.call_finished()
             seconds = time.perf_counter() - self._started
             self._metrics.observe_request(self._protocol, self._method, code, seconds)
 
-    async def _abort(self, code: grpc.StatusCode, details: str) -> None:
-        if self._context.done():  # deadline passed or caller gone: gRPC has already answered
-            raise asyncio.CancelledError
-        await self._context.abort(code, details)
+
+def ended_by_caller(context: grpc.aio.ServicerContext) -> str | None:
+    """DEADLINE_EXCEEDED once the call's deadline has passed, CANCELLED once the client
+    cancelled it (or went away), else None: the server still owes it an answer."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return "DEADLINE_EXCEEDED"
+    if context.cancelled() or context.done():
+        return "CANCELLED"
+    return None
+
+
+async def _send(context: grpc.aio.ServicerContext, message: pb.GenerateResponse) -> None:
+    """context.write, where a failed write means the caller ended the call.
+
+    A client that cancels (or whose deadline passes) while the server waits on HTTP/2 flow
+    control makes the write fail before gRPC has marked the call cancelled: grpc-js's small
+    window makes that the common case, not a rare race.
+    """
+    try:
+        await context.write(message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        remaining = context.time_remaining()
+        late = remaining is not None and remaining <= 0
+        code = "DEADLINE_EXCEEDED" if late else "CANCELLED"
+        raise CallEnded(f"write failed: {error!r}", code) from None
 
 
 def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:

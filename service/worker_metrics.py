@@ -33,8 +33,12 @@ _WORKER_NAMESPACE = "cvae_worker"
 __all__ = ["MULTIPROC_DIR_ENV", "build_supervisor_registry", "mark_process_dead", "serve"]
 
 
+_VERSION_GAUGES = ("cvae_model_info", "cvae_served_model_info")
+
+
 class _LoadedVersionsOnly(Collector):
-    """The workers' metrics, without cvae_model_info samples of versions no worker has loaded.
+    """The workers' metrics, without the version samples (cvae_model_info,
+    cvae_served_model_info) of versions no worker has loaded or serves.
 
     A worker that unloads a version sets its sample to 0 (removing it cannot reach the file).
     """
@@ -44,7 +48,7 @@ class _LoadedVersionsOnly(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for metric in self._inner.collect():
-            if metric.name == "cvae_model_info":
+            if metric.name in _VERSION_GAUGES:
                 metric.samples = [sample for sample in metric.samples if sample.value != 0]
             yield metric
 

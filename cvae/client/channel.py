@@ -13,6 +13,11 @@ import grpc
 # (one per replica behind a headless Service); harmless for a plain host:port.
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# Keepalive within the server's policy (docs/generate.md, "Keepalive": pings at most every 5 s
+# are accepted): a ping every 30 s keeps idle connections open through load balancers and NATs
+# that drop silent ones after a minute or more, and finds a dead connection within 40 s.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
         # Notice a (re)started replica within a second or two rather than gRPC's default 2 min.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
     if tls is not None and tls.server_name_override:
         options.append(("grpc.ssl_target_name_override", tls.server_name_override))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from service.batcher import BatchingPolicy, DynamicBatcher
-from service.errors import DeadlineExpired, Overloaded
+from service.errors import DEADLINE_TOO_SHORT, QUEUE_FULL, DeadlineExpired, Overloaded
 from service.options import batching_policy, runtime_options
 from service.runtime import ModelRuntime, load_runtime
 from service.settings import ServiceSettings
@@ -235,6 +235,7 @@ def test_a_full_queue_refuses_at_once(runtime: ModelRuntime) -> None:
     assert results[0].shape == (1, 28, 28) and results[1].shape == (4, 28, 28)
     assert isinstance(results[2], Overloaded)
     assert "queue full (4 images waiting, limit 4)" in str(results[2])
+    assert results[2].reason == QUEUE_FULL
     assert metrics.batches == [1, 4]
 
 
@@ -314,6 +315,7 @@ def test_a_deadline_shorter_than_the_queued_work_is_refused_at_once(
     results, metrics = _with_batcher(_policy(decoder_slots=1), body)
     assert isinstance(results[2], Overloaded)
     assert "of queued work is ahead and the deadline is" in str(results[2])
+    assert results[2].reason == DEADLINE_TOO_SHORT
     assert [len(r) for r in (results[0], results[1], results[3])] == [1, 64, 1]
     assert metrics.expired == 0  # refused before queuing, not queued to expire
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -179,6 +179,18 @@ def test_health_serves_both_names_and_reflection_lists_the_service(server: Serve
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     services = ProtoReflectionDescriptorDatabase(server.channel()).get_services()
     assert "cvae.v1.Generator" in services and "grpc.health.v1.Health" in services
+
+
+def test_health_list_gives_every_status_and_logs_no_error(server: ServerProcess) -> None:
+    stub = health_pb2_grpc.HealthStub(server.channel())
+    for _ in range(20):  # a client calling it in a loop must not fill the log
+        listed = stub.List(health_pb2.HealthListRequest(), timeout=10)
+        statuses = {name: answer.status for name, answer in listed.statuses.items()}
+        assert statuses == {
+            "": health_pb2.HealthCheckResponse.SERVING,
+            "cvae.v1.Generator": health_pb2.HealthCheckResponse.SERVING,
+        }
+    assert " ERROR " not in server.log() and "Traceback" not in server.log()
 
 
 def test_concurrent_requests_are_batched_and_stay_byte_identical(server: ServerProcess) -> None:
