@@ -9,7 +9,7 @@ METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
 MODEL_VERSION ?= 2
 
-.PHONY: help serve test lint fmt proto model bench soak prometheus-rule constraints clean
+.PHONY: help serve test test-tools lint fmt proto model bench soak prometheus-rule constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,7 +36,26 @@ $(VENV)/.dev: $(VENV)/.serve
 serve: $(VENV)/.serve  ## start the generation service on the shipped model
 	$(BIN)/cvae serve --model-repository $(MODEL_REPOSITORY) --port $(PORT) --metrics-port $(METRICS_PORT)
 
-test: $(VENV)/.dev  ## run the whole test suite
+# The foreign-client test's Node.js packages, exactly as package-lock.json pins them.
+NODE_CLIENT := tests/clients/node
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js 20+ and npm: apt-get install -y nodejs npm"; exit 2; }
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+# Programs the suite runs besides Python: say at once what is missing and how to get it.
+test-tools:
+	@missing=""; \
+	for tool in promtool:prometheus prometheus:prometheus node:nodejs npm:npm; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make test needs programs that are not installed:$$missing"; \
+		echo "  Debian/Ubuntu: apt-get install -y$$missing   (.ci/run installs them)"; \
+		exit 2; \
+	fi
+
+test: $(VENV)/.dev test-tools $(NODE_CLIENT)/node_modules/.installed  ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev  ## ruff and mypy
