@@ -9,7 +9,7 @@ METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
 MODEL_VERSION ?= 2
 
-.PHONY: help serve test test-tools lint fmt proto model bench soak prometheus-rule constraints clean
+.PHONY: help serve test test-tools image-test lint fmt proto model bench soak prometheus-rule constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,12 @@ test-tools:
 
 test: $(VENV)/.dev test-tools $(NODE_CLIENT)/node_modules/.installed  ## run the whole test suite
 	$(BIN)/python -m pytest -q
+
+# tests/image: deploy/Dockerfile built on a local stand-in base and run as the pod runs
+# (deploy/podman/image.sh; needs root, podman, runc and mmdebstrap: .ci/run installs them).
+image-test: $(VENV)/.dev  ## build the serving image with podman and test it (minutes)
+	@for tool in podman runc mmdebstrap; do command -v $$tool >/dev/null || { echo "make image-test needs $$tool: apt-get install -y podman runc mmdebstrap"; exit 2; }; done
+	$(BIN)/python -m pytest -q -s tests/image --image
 
 lint: $(VENV)/.dev  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -31,6 +31,11 @@ install() {
         train) extras=serve,train ;;
         *) usage ;;
     esac
+    # A CA bundle the builder was given for its package index (deploy/podman/image.sh mounts
+    # this machine's there; a BuildKit secret of that id lands there too).
+    if [ -z "${PIP_CERT:-}" ] && [ -r /run/secrets/pip_ca ]; then
+        export PIP_CERT=/run/secrets/pip_ca
+    fi
     "$python" -m venv --without-pip "$venv"
     pip_install() {
         "$python" -m pip --python "$venv/bin/python" install --no-cache-dir \

@@ -201,7 +201,7 @@ class _Call:
     ) -> bool:
         code = "OK"
         try:
-            ended = ended_by_caller(self._context)
+            ended = _ended_by_caller(self._context)
             if isinstance(error, CallEnded):
                 ended = ended or error.code
             if ended is not None:
@@ -241,7 +241,7 @@ class _Call:
             self._metrics.observe_request(self._protocol, self._method, code, seconds)
 
 
-def ended_by_caller(context: grpc.aio.ServicerContext) -> str | None:
+def _ended_by_caller(context: grpc.aio.ServicerContext) -> str | None:
     """DEADLINE_EXCEEDED once the call's deadline has passed, CANCELLED (or DEADLINE_EXCEEDED,
     see `_ended_code`) once the client cancelled it or went away, else None: the server still
     owes it an answer."""
