@@ -97,6 +97,7 @@ def test_a_stream_whose_deadline_passes_is_deadline_exceeded_on_both_sides(
     server: ServerProcess,
 ) -> None:
     before = _count(server, "GenerateStream", "DEADLINE_EXCEEDED")
+    before_ended = before + _count(server, "GenerateStream", "CANCELLED")
     for budget in (1.0, 2.0):
         call = server.stub.GenerateStream(_BIG_STREAM, timeout=budget)
         next(call)
@@ -105,8 +106,14 @@ def test_a_stream_whose_deadline_passes_is_deadline_exceeded_on_both_sides(
             for _ in call:
                 pass
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    read = lambda: _count(server, "GenerateStream", "DEADLINE_EXCEEDED")  # noqa: E731
-    assert _settles(read, before + 2) == before + 2
+    # The client's deadline timer resets the stream a little before the server's deadline (which
+    # starts when the headers arrive): within 1 s that is still DEADLINE_EXCEEDED. Only a server
+    # whose intake lags more than that (a badly overloaded machine) may count one CANCELLED.
+    ended = lambda: sum(  # noqa: E731
+        _count(server, "GenerateStream", code) for code in ("DEADLINE_EXCEEDED", "CANCELLED")
+    )
+    assert _settles(ended, before_ended + 2) == before_ended + 2
+    assert _count(server, "GenerateStream", "DEADLINE_EXCEEDED") >= before + 1
     assert _count(server, "GenerateStream", "INTERNAL") == 0
     assert _error_lines(server) == []
 
