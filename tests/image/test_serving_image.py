@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
 from service.codec import to_uint8
-from service.sampler import sample_latents
+from service.sampler import LatentSampler
 from tests.service.serverproc import free_port
 
 pytestmark = pytest.mark.timeout(2400)
@@ -99,7 +99,7 @@ def test_it_generates_the_shipped_models_bytes(container: Container) -> None:
     assert answer.model_version == "2"
     model = ROOT / "models" / "cvae-mnist" / "2" / "model.onnx"
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    latents = sample_latents(16, 11, len(labels), 1.0)
+    latents = LatentSampler(16, 11, 1.0).take(len(labels))
     (images,) = session.run(None, {"z": latents, "label": np.array(labels, np.int64)})
     assert answer.images.data == to_uint8(images).tobytes()
 
