@@ -57,7 +57,9 @@ def _sha(data: bytes) -> str:
 
 
 def _count(server: ServerProcess, code: str, method: str = "GenerateStream") -> float:
-    return server.metric("cvae_requests_total", f'code="{code}",method="{method}"')
+    return server.metric(
+        "cvae_requests_total", f'code="{code}",method="{method}",protocol="cvae.v1"'
+    )
 
 
 def _error_lines(server: ServerProcess) -> list[str]:

@@ -109,7 +109,7 @@ def test_it_serves_metrics(container: Container) -> None:
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     assert 'cvae_served_model_info{name="cvae-mnist",version="2"} 1.0' in text
-    assert 'cvae_requests_total{code="OK",method="Generate"}' in text
+    assert 'cvae_requests_total{code="OK",method="Generate",protocol="cvae.v1"}' in text
 
 
 def test_it_runs_as_non_root_on_a_read_only_root_without_torch(container: Container) -> None:

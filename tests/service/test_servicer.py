@@ -41,7 +41,9 @@ def server(two_versions: Path) -> Iterator[ServerProcess]:
 
 
 def _count(server: ServerProcess, method: str, code: str) -> float:
-    return server.metric("cvae_requests_total", f'code="{code}",method="{method}"')
+    return server.metric(
+        "cvae_requests_total", f'code="{code}",method="{method}",protocol="cvae.v1"'
+    )
 
 
 def _settles(read: Callable[[], float], wanted: float, timeout: float = 30.0) -> float:
@@ -62,8 +64,12 @@ def test_every_known_series_starts_at_zero(server: ServerProcess) -> None:
     text = server.scrape()
     for method in METHODS:
         for code in CODES:
-            assert f'cvae_requests_total{{code="{code}",method="{method}"}}' in text
-        assert f'cvae_request_duration_seconds_count{{method="{method}"}}' in text
+            assert (
+                f'cvae_requests_total{{code="{code}",method="{method}",protocol="cvae.v1"}}' in text
+            )
+        assert (
+            f'cvae_request_duration_seconds_count{{method="{method}",protocol="cvae.v1"}}' in text
+        )
     assert _count(server, "GenerateStream", "INTERNAL") == 0
     for reason in REFUSAL_REASONS:
         assert f'cvae_refusals_total{{reason="{reason}"}} 0.0' in text
