@@ -42,7 +42,6 @@ from service.errors import (
     ServiceError,
 )
 from service.priority import lower_this_thread
-from service.runtime import ModelRuntime
 
 _LOGGER = logging.getLogger(__name__)
 _SMOOTHING = 0.2  # weight of the newest batch in the seconds-per-image average
@@ -71,6 +70,18 @@ class BatchingPolicy:
     def big_batch(self) -> int:
         """Images from which a batch may run beside another one."""
         return max(1, self.max_batch // 2)
+
+
+class Graph(Protocol):
+    """What the batcher runs: a model graph taking (rows, labels) and giving one array per row.
+
+    Pieces of different graphs never share a call (each version's decoder, and its encoder, is
+    its own object).
+    """
+
+    batch_invariant: bool
+
+    def run(self, rows: np.ndarray, labels: np.ndarray, /) -> np.ndarray: ...
 
 
 class BatcherMetrics(Protocol):
@@ -105,7 +116,7 @@ class _Piece:
 
     def __init__(
         self,
-        runtime: ModelRuntime,
+        runtime: Graph,
         latents: np.ndarray,
         labels: np.ndarray,
         future: asyncio.Future[np.ndarray],
@@ -149,7 +160,7 @@ class DynamicBatcher:
 
     async def run(
         self,
-        runtime: ModelRuntime,
+        runtime: Graph,
         latents: np.ndarray,
         labels: np.ndarray,
         deadline: float | None = None,

@@ -75,12 +75,7 @@ def _decode(
             f"temperature: {temperature} must be finite and in [0, {MAX_TEMPERATURE:g}] "
             "(0 means 1.0)"
         )
-    pixel_format = _FORMATS.get(request.encoding)
-    if pixel_format is None:
-        raise InvalidArgument(
-            f"encoding: {request.encoding} is not one of "
-            + ", ".join(f"{pb.Encoding.Name(value)}={value}" for value in pb.Encoding.values())
-        )
+    pixel_format = decode_encoding(request.encoding)
     return GenerationJob(
         labels=labels,
         latents=latents,
@@ -90,6 +85,17 @@ def _decode(
         chunk_size=chunk_size,
         omit_latents=request.omit_latents,
     )
+
+
+def decode_encoding(encoding: int) -> PixelFormat:
+    """The PixelFormat of an `encoding` field, or InvalidArgument listing the valid values."""
+    pixel_format = _FORMATS.get(encoding)  # type: ignore[call-overload]
+    if pixel_format is None:
+        raise InvalidArgument(
+            f"encoding: {encoding} is not one of "
+            + ", ".join(f"{pb.Encoding.Name(value)}={value}" for value in pb.Encoding.values())
+        )
+    return pixel_format
 
 
 def encode_generated(result: GeneratedImages, job: GenerationJob) -> pb.GenerateResponse:

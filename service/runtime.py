@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -13,6 +14,9 @@ import onnxruntime as ort
 from modelrepo import ModelSpec, read_spec
 from service.errors import ModelLoadError
 from service.priority import call_in_lowered_thread
+
+if TYPE_CHECKING:
+    from service.encoder import EncoderRuntime
 
 _LOGGER = logging.getLogger(__name__)
 _WARMUP_BATCHES = (1, 7)  # odd sizes: catch a graph that only works for one batch size
@@ -43,6 +47,8 @@ class ModelRuntime:
         # Whether a row's image is the same alone or inside any batch (checked at warm-up);
         # when it is not, the batcher never merges requests, so results stay reproducible.
         self.batch_invariant = True
+        # Q(z|x,y) when the version ships one (model.json "encoder"; service/encoder.py).
+        self.encoder: EncoderRuntime | None = None
 
     @property
     def version(self) -> str:
@@ -66,16 +72,20 @@ def load_runtime(folder: Path, options: RuntimeOptions) -> ModelRuntime:
     """Read, verify, load and warm up the version in `folder`, or raise ModelLoadError."""
     started = time.perf_counter()
     spec = read_spec(folder)
-    session = _open_session(spec, options)
+    session = open_session(spec.onnx_path, options)
     _check_signature(spec, session)
     runtime = ModelRuntime(spec, session)
     _warm_up(runtime)
+    from service.encoder import load_encoder  # it builds on this module
+
+    runtime.encoder = load_encoder(spec, options)
     runtime.load_seconds = time.perf_counter() - started
     _LOGGER.debug("loaded %s version %s in %.3f s", spec.name, spec.version, runtime.load_seconds)
     return runtime
 
 
-def _open_session(spec: ModelSpec, options: RuntimeOptions) -> ort.InferenceSession:
+def open_session(path: Path, options: RuntimeOptions) -> ort.InferenceSession:
+    """An onnxruntime session on the CPU for the graph at `path`, or ModelLoadError."""
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = 1
@@ -89,16 +99,14 @@ def _open_session(spec: ModelSpec, options: RuntimeOptions) -> ort.InferenceSess
         return call_in_lowered_thread(
             options.niceness,
             lambda: ort.InferenceSession(
-                str(spec.onnx_path),
+                str(path),
                 sess_options=session_options,
                 providers=["CPUExecutionProvider"],
             ),
         )
     except Exception as error:  # onnxruntime raises its own, undocumented exception types
-        first_line = _first_line(error)
-        raise ModelLoadError(
-            f"{spec.onnx_path}: onnxruntime cannot load it ({first_line})"
-        ) from None
+        first_line = first_line_of(error)
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({first_line})") from None
 
 
 def _check_signature(spec: ModelSpec, session: ort.InferenceSession) -> None:
@@ -133,7 +141,7 @@ def _warm_up(runtime: ModelRuntime) -> None:
         try:
             images = runtime.run(latents, labels)
         except Exception as error:  # a graph that loads but cannot run, e.g. wrong shapes inside
-            first_line = _first_line(error)
+            first_line = first_line_of(error)
             raise ModelLoadError(f"{spec.onnx_path}: warm-up run failed ({first_line})") from None
         expected = (batch, *spec.image_shape)
         if images.shape != expected or images.dtype != np.float32:
@@ -164,6 +172,6 @@ def _rows_independent_of_batch(runtime: ModelRuntime) -> bool:
     return np.array_equal(np.concatenate(pieces), whole)
 
 
-def _first_line(error: Exception) -> str:
+def first_line_of(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else repr(error)

@@ -22,6 +22,9 @@ from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelRepository
 from service.batcher import DynamicBatcher
 from service.credentials import CredentialsError, server_credentials
+from service.encoding import ImageEncoder
+from service.encoding_servicer import EncodingServicer
+from service.encoding_servicer import handlers as encoding_handlers
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
 from service.health import HealthServicer
@@ -140,7 +143,14 @@ class GenerationServer:
             self.metrics,
             request_limits(settings),
         )
-        add_to_server(servicer, self.server)
+        encoding = EncodingServicer(
+            self.registry,
+            ImageEncoder(self.batcher),
+            self.metrics,
+            settings.max_images_per_request,
+            servicer.in_flight,
+        )
+        add_to_server(servicer, self.server, encoding_handlers(encoding))
         # The Open Inference Protocol on the same port and data plane (its stubs live in a
         # descriptor pool of their own, so reflection does not list it).
         inference = InferenceServicer(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -130,17 +131,24 @@ class GeneratorServicer:
         async with _Call(self._metrics, self.in_flight, "GetModelInfo", context):
             request = codec.parse(pb.GetModelInfoRequest, data)
             runtime = self._registry.resolve(request.model_version)
-            return codec.encode_model_info(
+            info = codec.encode_model_info(
                 runtime.spec,
                 self._registry.versions,
                 self._limits.max_images_per_request,
                 self._limits.max_images_per_stream,
             )
+            info.has_encoder = runtime.encoder is not None
+            return info
         return None  # _Call has set the error status; gRPC sends no message with it
 
 
-def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
-    """Register cvae.v1.Generator with raw-bytes request deserializers."""
+def add_to_server(
+    servicer: GeneratorServicer,
+    server: grpc.aio.Server,
+    more: Mapping[str, grpc.RpcMethodHandler] | None = None,
+) -> None:
+    """Register cvae.v1.Generator with raw-bytes request deserializers; `more` adds the
+    methods other modules serve (service/encoding_servicer.py)."""
     handlers = {
         "Generate": grpc.unary_unary_rpc_method_handler(
             servicer.Generate, response_serializer=pb.GenerateResponse.SerializeToString
@@ -152,6 +160,7 @@ def add_to_server(servicer: GeneratorServicer, server: grpc.aio.Server) -> None:
             servicer.GetModelInfo, response_serializer=pb.ModelInfo.SerializeToString
         ),
     }
+    handlers.update(more or {})
     service_name = pb.DESCRIPTOR.services_by_name["Generator"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
 

@@ -83,7 +83,7 @@ class Metric(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "num_classes", "latent_dim", "image_shape", "class_names", "max_images_per_request", "metrics", "available_versions", "max_images_per_stream")
+    __slots__ = ("name", "version", "num_classes", "latent_dim", "image_shape", "class_names", "max_images_per_request", "metrics", "available_versions", "max_images_per_stream", "has_encoder")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class ModelInfo(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_PER_STREAM_FIELD_NUMBER: _ClassVar[int]
+    HAS_ENCODER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     num_classes: int
@@ -104,4 +105,101 @@ class ModelInfo(_message.Message):
     metrics: _containers.RepeatedCompositeFieldContainer[Metric]
     available_versions: _containers.RepeatedScalarFieldContainer[str]
     max_images_per_stream: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., num_classes: _Optional[int] = ..., latent_dim: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., max_images_per_request: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., max_images_per_stream: _Optional[int] = ...) -> None: ...
+    has_encoder: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., num_classes: _Optional[int] = ..., latent_dim: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., max_images_per_request: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., max_images_per_stream: _Optional[int] = ..., has_encoder: _Optional[bool] = ...) -> None: ...
+
+class EncodeRequest(_message.Message):
+    __slots__ = ("images", "png", "labels", "model_version")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    model_version: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[int]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class EncodeResponse(_message.Message):
+    __slots__ = ("mean", "log_variance", "labels", "model_name", "model_version")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    LOG_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mean: Tensor
+    log_variance: Tensor
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    model_name: str
+    model_version: str
+    def __init__(self, mean: _Optional[_Union[Tensor, _Mapping]] = ..., log_variance: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ReconstructRequest(_message.Message):
+    __slots__ = ("images", "png", "labels", "model_version", "encoding", "omit_latents")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    OMIT_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    model_version: str
+    encoding: Encoding
+    omit_latents: bool
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[int]] = ..., model_version: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., omit_latents: _Optional[bool] = ...) -> None: ...
+
+class RestyleRequest(_message.Message):
+    __slots__ = ("images", "png", "labels", "target_labels", "model_version", "encoding", "omit_latents")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    OMIT_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    target_labels: _containers.RepeatedScalarFieldContainer[int]
+    model_version: str
+    encoding: Encoding
+    omit_latents: bool
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[int]] = ..., target_labels: _Optional[_Iterable[int]] = ..., model_version: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., omit_latents: _Optional[bool] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("images", "png", "labels", "samples", "seed", "model_version")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    samples: int
+    seed: int
+    model_version: str
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[int]] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("log_likelihood", "label_probabilities", "predicted_labels", "label_log_likelihood", "model_name", "model_version", "seed", "samples")
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    log_likelihood: Tensor
+    label_probabilities: Tensor
+    predicted_labels: _containers.RepeatedScalarFieldContainer[int]
+    label_log_likelihood: _containers.RepeatedScalarFieldContainer[float]
+    model_name: str
+    model_version: str
+    seed: int
+    samples: int
+    def __init__(self, log_likelihood: _Optional[_Union[Tensor, _Mapping]] = ..., label_probabilities: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_labels: _Optional[_Iterable[int]] = ..., label_log_likelihood: _Optional[_Iterable[float]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., seed: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...

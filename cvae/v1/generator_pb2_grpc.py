@@ -49,6 +49,26 @@ class GeneratorStub:
                 request_serializer=cvae_dot_v1_dot_generator__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=cvae_dot_v1_dot_generator__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.Encode = channel.unary_unary(
+                '/cvae.v1.Generator/Encode',
+                request_serializer=cvae_dot_v1_dot_generator__pb2.EncodeRequest.SerializeToString,
+                response_deserializer=cvae_dot_v1_dot_generator__pb2.EncodeResponse.FromString,
+                _registered_method=True)
+        self.Reconstruct = channel.unary_unary(
+                '/cvae.v1.Generator/Reconstruct',
+                request_serializer=cvae_dot_v1_dot_generator__pb2.ReconstructRequest.SerializeToString,
+                response_deserializer=cvae_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+                _registered_method=True)
+        self.Restyle = channel.unary_unary(
+                '/cvae.v1.Generator/Restyle',
+                request_serializer=cvae_dot_v1_dot_generator__pb2.RestyleRequest.SerializeToString,
+                response_deserializer=cvae_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+                _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/cvae.v1.Generator/Score',
+                request_serializer=cvae_dot_v1_dot_generator__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=cvae_dot_v1_dot_generator__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServicer:
@@ -75,6 +95,34 @@ class GeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Encode(self, request, context):
+        """The mean and log-variance of Q(z|x,y) for real images and their labels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconstruct(self, request, context):
+        """Decode each image's posterior mean under its own label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restyle(self, request, context):
+        """Decode each image's posterior mean under each target label (same handwriting, new digit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Score(self, request, context):
+        """The bound on log p(x|y) of each image under every label, and the labels it implies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +140,26 @@ def add_GeneratorServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=cvae_dot_v1_dot_generator__pb2.GetModelInfoRequest.FromString,
                     response_serializer=cvae_dot_v1_dot_generator__pb2.ModelInfo.SerializeToString,
+            ),
+            'Encode': grpc.unary_unary_rpc_method_handler(
+                    servicer.Encode,
+                    request_deserializer=cvae_dot_v1_dot_generator__pb2.EncodeRequest.FromString,
+                    response_serializer=cvae_dot_v1_dot_generator__pb2.EncodeResponse.SerializeToString,
+            ),
+            'Reconstruct': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconstruct,
+                    request_deserializer=cvae_dot_v1_dot_generator__pb2.ReconstructRequest.FromString,
+                    response_serializer=cvae_dot_v1_dot_generator__pb2.GenerateResponse.SerializeToString,
+            ),
+            'Restyle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restyle,
+                    request_deserializer=cvae_dot_v1_dot_generator__pb2.RestyleRequest.FromString,
+                    response_serializer=cvae_dot_v1_dot_generator__pb2.GenerateResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=cvae_dot_v1_dot_generator__pb2.ScoreRequest.FromString,
+                    response_serializer=cvae_dot_v1_dot_generator__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +243,114 @@ class Generator:
             '/cvae.v1.Generator/GetModelInfo',
             cvae_dot_v1_dot_generator__pb2.GetModelInfoRequest.SerializeToString,
             cvae_dot_v1_dot_generator__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Encode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cvae.v1.Generator/Encode',
+            cvae_dot_v1_dot_generator__pb2.EncodeRequest.SerializeToString,
+            cvae_dot_v1_dot_generator__pb2.EncodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconstruct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cvae.v1.Generator/Reconstruct',
+            cvae_dot_v1_dot_generator__pb2.ReconstructRequest.SerializeToString,
+            cvae_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restyle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cvae.v1.Generator/Restyle',
+            cvae_dot_v1_dot_generator__pb2.RestyleRequest.SerializeToString,
+            cvae_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cvae.v1.Generator/Score',
+            cvae_dot_v1_dot_generator__pb2.ScoreRequest.SerializeToString,
+            cvae_dot_v1_dot_generator__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,8 +2,11 @@
 
 The decoder is a real graph run by real onnxruntime:
     one-hot(label) ++ z -> Gemm -> Relu -> Gemm -> Sigmoid -> Reshape (N, H, W)
-with numpy weights from a seed. `write_version` can also write the broken variants the service
-must refuse (truncated ONNX, wrong input names, a wrong output shape, a sha256 mismatch, ...).
+with numpy weights from a seed. With `encoder=True` the version also ships a tiny encoder
+Q(z|x,y) (encoder.onnx, model.json "encoder"):
+    flatten(image) ++ one-hot(label) -> Gemm -> Relu -> {Gemm -> mean, Gemm -> log_variance}
+`write_version` can also write the broken variants the service must refuse (truncated ONNX,
+wrong input names, a wrong output shape, a sha256 mismatch, ...).
 
 Reusable by any test: `from tests.service.modelrepo import write_version`.
 """
@@ -31,7 +34,11 @@ BREAKAGES = (
     "bad_json",  # model.json is not JSON
     "missing_key",  # model.json lacks latent_dim
     "missing_onnx",  # no model.onnx at all
+    "encoder_sha_mismatch",  # model.json's encoder.onnx_sha256 is not encoder.onnx's
+    "encoder_wrong_output_shape",  # the encoder emits (N, latent_dim + 1)
+    "encoder_missing_file",  # model.json names an encoder.onnx that is not there
 )
+ENCODER_BREAKAGES = tuple(name for name in BREAKAGES if name.startswith("encoder_"))
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,60 @@ def build_decoder(spec: DecoderSpec, input_names: tuple[str, str] = ("z", "label
     return model.SerializeToString()
 
 
+def build_encoder(spec: DecoderSpec, extra_output_columns: int = 0) -> bytes:
+    """Serialized ONNX model: image float32 (N, H, W), label int64 (N,) -> mean, log_variance
+    float32 (N, latent_dim) each (log_variance kept within about [-1.5, 0.5] by tanh)."""
+    rng = np.random.default_rng(spec.seed + 1000)
+    height, width = spec.image_shape
+    width_in = height * width + spec.num_classes
+    out = spec.latent_dim + extra_output_columns
+
+    def weights(rows: int, cols: int, name: str) -> onnx.TensorProto:
+        value = rng.standard_normal((rows, cols)) / np.sqrt(rows)
+        return numpy_helper.from_array(value.astype(np.float32), name)
+
+    initializers = [
+        numpy_helper.from_array(np.array(spec.num_classes, dtype=np.int64), "depth"),
+        numpy_helper.from_array(np.array([0.0, 1.0], dtype=np.float32), "one_hot_values"),
+        numpy_helper.from_array(np.array([-1, height * width], dtype=np.int64), "flat_shape"),
+        weights(width_in, spec.hidden, "w1"),
+        numpy_helper.from_array(np.zeros(spec.hidden, dtype=np.float32), "b1"),
+        weights(spec.hidden, out, "w_mean"),
+        numpy_helper.from_array(np.zeros(out, dtype=np.float32), "b_mean"),
+        weights(spec.hidden, out, "w_var"),
+        numpy_helper.from_array(np.zeros(out, dtype=np.float32), "b_var"),
+        numpy_helper.from_array(np.array(-0.5, dtype=np.float32), "var_shift"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
+        helper.make_node("OneHot", ["label", "depth", "one_hot_values"], ["one_hot"], axis=-1),
+        helper.make_node("Concat", ["flat", "one_hot"], ["joined"], axis=1),
+        helper.make_node("Gemm", ["joined", "w1", "b1"], ["hidden_pre"]),
+        helper.make_node("Relu", ["hidden_pre"], ["hidden"]),
+        helper.make_node("Gemm", ["hidden", "w_mean", "b_mean"], ["mean"]),
+        helper.make_node("Gemm", ["hidden", "w_var", "b_var"], ["var_pre"]),
+        helper.make_node("Tanh", ["var_pre"], ["var_tanh"]),
+        helper.make_node("Add", ["var_tanh", "var_shift"], ["log_variance"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_cvae_encoder",
+        inputs=[
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", height, width]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N", out]),
+            helper.make_tensor_value_info("log_variance", TensorProto.FLOAT, ["N", out]),
+        ],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
 def _flat_output_decoder(spec: DecoderSpec) -> bytes:
     """Like build_decoder but the output is (N, H*W): the warm-up shape check must catch it."""
     model = onnx.load_from_string(build_decoder(spec))
@@ -142,8 +203,10 @@ def write_version(
     name: str = "cvae-mnist",
     spec: DecoderSpec | None = None,
     breakage: str | None = None,
+    encoder: bool = False,
 ) -> Path:
-    """Write root/name/version/{model.onnx, model.json}; `breakage` picks one of BREAKAGES."""
+    """Write root/name/version/{model.onnx, model.json} (and encoder.onnx with `encoder`, or
+    with an encoder breakage); `breakage` picks one of BREAKAGES."""
     spec = spec or DecoderSpec()
     if breakage is not None and breakage not in BREAKAGES:
         raise ValueError(f"unknown breakage {breakage!r}; one of {BREAKAGES}")
@@ -162,6 +225,19 @@ def write_version(
         document["onnx_sha256"] = hashlib.sha256(b"something else").hexdigest()
     if breakage == "missing_key":
         del document["latent_dim"]
+    if encoder or breakage in ENCODER_BREAKAGES:
+        extra = 1 if breakage == "encoder_wrong_output_shape" else 0
+        encoder_bytes = build_encoder(spec, extra_output_columns=extra)
+        document["encoder"] = {
+            "file": "encoder.onnx",
+            "onnx_sha256": hashlib.sha256(
+                b"other" if breakage == "encoder_sha_mismatch" else encoder_bytes
+            ).hexdigest(),
+            "inputs": {"image": "image", "label": "label"},
+            "outputs": {"mean": "mean", "log_variance": "log_variance"},
+        }
+        if breakage != "encoder_missing_file":
+            (folder / "encoder.onnx").write_bytes(encoder_bytes)
     if breakage != "missing_onnx":
         (folder / "model.onnx").write_bytes(onnx_bytes)
     text = json.dumps(document, indent=2)
