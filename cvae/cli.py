@@ -20,6 +20,7 @@ _SUBCOMMAND_MODULES = (
     "export.cli",  # export
     "service.cli",  # serve
     "cvae.jobs.cli",  # generate
+    "cvae.jobs.images_cli",  # restyle, score, audit
 )
 
 

@@ -32,6 +32,10 @@ class UnavailableError(GeneratorError):
     """The server is unreachable, starting, or draining; retried with backoff by default."""
 
 
+class FailedPreconditionError(GeneratorError):
+    """The model version cannot do this, e.g. Score on a version that ships no encoder."""
+
+
 class DeadlineExceededError(GeneratorError):
     """The call did not finish before its deadline."""
 
@@ -46,6 +50,7 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[GeneratorError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.CANCELLED: CancelledError,
 }
 

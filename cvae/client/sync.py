@@ -13,6 +13,17 @@ import numpy as np
 
 from cvae.client.channel import TlsConfig, sync_channel
 from cvae.client.errors import DeadlineExceededError, GeneratorError, error_from_rpc
+from cvae.client.images import (
+    EncodeResult,
+    Images,
+    ScoreResult,
+    encode_request,
+    encode_result,
+    reconstruct_request,
+    restyle_request,
+    score_request,
+    score_result,
+)
 from cvae.client.retry import RetryPolicy
 from cvae.client.stream_resume import StreamProgress
 from cvae.client.types import (
@@ -98,6 +109,69 @@ class Client:
             lambda t: self._stub.Generate(request, timeout=t), timeout_s, bool(model_version)
         )
         return result_from_response(response)
+
+    def encode(
+        self,
+        images: Images,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        model_version: str | None = None,
+        timeout_s: float | None = None,
+    ) -> EncodeResult:
+        """Q(z|x,y) of real images (uint8, float32 in [0, 1], or PNG bytes) and their labels."""
+        request = encode_request(images, labels, model_version)
+        response = self._call(lambda t: self._stub.Encode(request, timeout=t), timeout_s)
+        return encode_result(response)
+
+    def reconstruct(
+        self,
+        images: Images,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> GenerateResult:
+        """Each image decoded from its posterior mean under its own label."""
+        request = reconstruct_request(images, labels, encoding, model_version, omit_latents)
+        response = self._call(lambda t: self._stub.Reconstruct(request, timeout=t), timeout_s)
+        return result_from_response(response)
+
+    def restyle(
+        self,
+        images: Images,
+        labels: Sequence[int] | np.ndarray,
+        target_labels: Sequence[int] | np.ndarray,
+        *,
+        encoding: Encoding = Encoding.UINT8,
+        model_version: str | None = None,
+        omit_latents: bool = False,
+        timeout_s: float | None = None,
+    ) -> GenerateResult:
+        """Every image in every target label: len(images) x len(target_labels) images,
+        image-major (image i in target_labels[j] is row i * T + j)."""
+        request = restyle_request(
+            images, labels, target_labels, encoding, model_version, omit_latents
+        )
+        response = self._call(lambda t: self._stub.Restyle(request, timeout=t), timeout_s)
+        return result_from_response(response)
+
+    def score(
+        self,
+        images: Images,
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        samples: int = 1,
+        seed: int | None = None,
+        model_version: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ScoreResult:
+        """The bound on log p(x|y) under every label (k `samples`; 1: the ELBO), p(y|x), and
+        the predicted label; seeded (the server draws a seed when none is given)."""
+        request = score_request(images, labels, samples, seed, model_version)
+        response = self._call(lambda t: self._stub.Score(request, timeout=t), timeout_s)
+        return score_result(response)
 
     def stream(
         self,

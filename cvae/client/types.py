@@ -68,6 +68,8 @@ class ModelInfo:
     max_images_per_stream: int
     metrics: dict[str, float]
     available_versions: tuple[str, ...]
+    has_encoder: bool = False
+    """Whether Encode, Reconstruct, Restyle and Score work on this version."""
 
 
 def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray:
@@ -152,4 +154,5 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         max_images_per_stream=int(info.max_images_per_stream),
         metrics={metric.name: float(metric.value) for metric in info.metrics},
         available_versions=tuple(info.available_versions),
+        has_encoder=bool(info.has_encoder),
     )

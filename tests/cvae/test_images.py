@@ -1,0 +1,198 @@
+"""The client's Encode/Reconstruct/Restyle/Score methods (sync and asyncio), `cvae restyle`,
+`cvae score` and `cvae audit`, against a real server on a real encoder graph."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvae.cli import main
+from cvae.client import AsyncClient, Client, FailedPreconditionError, InvalidArgumentError
+from cvae.jobs.audit import AuditPlan, _Work, suspicion
+from cvae.jobs.plan import chunk_seed
+from cvae.jobs.readers import read_dataset
+from cvae.jobs.writers import write_npz
+from tests.service.modelrepo import write_version
+from tests.service.serverproc import ServerProcess
+
+pytestmark = pytest.mark.timeout(300)
+_RNG = np.random.default_rng(3)
+IMAGES = (_RNG.random((10, 28, 28)) ** 3 * 255).astype(np.uint8)
+LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def encoder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("images") / "models"
+    write_version(root, "1")
+    write_version(root, "2", encoder=True)
+    with ServerProcess(root, metrics=False) as running:
+        yield running.address
+
+
+def _pngs(images: np.ndarray) -> list[bytes]:
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def test_client_methods_return_typed_results(encoder_server: str) -> None:
+    with Client(encoder_server) as client:
+        assert client.model_info().has_encoder and not client.model_info("1").has_encoder
+        encoded = client.encode(IMAGES[:3], LABELS[:3])
+        assert encoded.mean.shape == encoded.log_variance.shape == (3, 16)
+        assert encoded.model_version == "2" and encoded.labels.tolist() == [0, 1, 2]
+        by_png = client.encode(_pngs(IMAGES[:3]), LABELS[:3])
+        assert np.array_equal(by_png.mean, encoded.mean)
+        as_float = client.encode(IMAGES[:3].astype(np.float64) / 255, LABELS[:3])
+        np.testing.assert_allclose(as_float.mean, encoded.mean, atol=1e-5)
+        rebuilt = client.reconstruct(IMAGES[:3], LABELS[:3])
+        assert rebuilt.images.shape == (3, 28, 28) and rebuilt.images.dtype == np.uint8
+        assert np.array_equal(rebuilt.latents, encoded.mean)
+        restyled = client.restyle(IMAGES[:2], LABELS[:2], [5, 6, 7])
+        assert restyled.images.shape == (6, 28, 28)
+        assert restyled.labels.tolist() == [5, 6, 7, 5, 6, 7]
+        scores = client.score(IMAGES, LABELS, samples=2, seed=9)
+        assert scores.log_likelihood.shape == scores.label_probabilities.shape == (10, 10)
+        assert scores.predicted_labels.dtype == np.int64 and (scores.seed, scores.samples) == (9, 2)
+        assert scores.label_log_likelihood is not None
+        assert np.array_equal(scores.label_log_likelihood, scores.log_likelihood[range(10), LABELS])
+        assert client.score(IMAGES).label_log_likelihood is None
+
+
+def test_client_errors_are_typed(encoder_server: str) -> None:
+    with Client(encoder_server) as client:
+        with pytest.raises(FailedPreconditionError, match="version 1 ships no encoder"):
+            client.score(IMAGES[:1], model_version="1")
+        with pytest.raises(InvalidArgumentError, match=r"labels\[1\]: missing"):
+            client.encode(IMAGES[:2], [1])
+
+
+def test_async_client_gives_the_same_answers(encoder_server: str) -> None:
+    with Client(encoder_server) as client:
+        expected = (
+            client.encode(IMAGES[:2], LABELS[:2]).mean,
+            client.reconstruct(IMAGES[:2], LABELS[:2]).images,
+            client.restyle(IMAGES[:2], LABELS[:2], [1, 2]).images,
+            client.score(IMAGES[:2], seed=4).log_likelihood,
+        )
+
+    async def run() -> tuple[np.ndarray, ...]:
+        async with AsyncClient(encoder_server) as client:
+            return (
+                (await client.encode(IMAGES[:2], LABELS[:2])).mean,
+                (await client.reconstruct(IMAGES[:2], LABELS[:2])).images,
+                (await client.restyle(IMAGES[:2], LABELS[:2], [1, 2])).images,
+                (await client.score(IMAGES[:2], seed=4)).log_likelihood,
+            )
+
+    for got, want in zip(asyncio.run(run()), expected, strict=True):
+        assert np.array_equal(got, want)
+
+
+def _dataset(tmp_path: Path, images: np.ndarray = IMAGES, labels: np.ndarray = LABELS) -> Path:
+    path = tmp_path / "real.npz"
+    write_npz(path, [images], labels)
+    return path
+
+
+def test_restyle_command_writes_a_grid_and_a_dataset(encoder_server: str, tmp_path: Path) -> None:
+    single = tmp_path / "seven.png"
+    single.write_bytes(_pngs(IMAGES[7:8])[0])
+    grid = tmp_path / "grid.png"
+    server = ["--server", encoder_server]
+    assert main(["restyle", str(single), "--label", "7", "--out", str(grid), *server]) == 0
+    with Image.open(grid) as picture:  # 1 row x (source + 10 targets), 2x enlarged, padded
+        assert picture.size == (2 * (11 * 30 + 2), 2 * (30 + 2))
+    out = tmp_path / "restyled.npz"
+    command = ["restyle", str(_dataset(tmp_path)), "--targets", "2,8", "--out", str(out)]
+    assert main([*command, "--no-progress", *server]) == 0
+    images, labels = read_dataset(out)
+    assert labels.tolist() == [2, 8] * 10
+    with Client(encoder_server) as client:
+        assert np.array_equal(images, client.restyle(IMAGES, LABELS, [2, 8]).images)
+    assert main([*command, *server]) == 1  # the output exists: refused, not overwritten
+
+
+def test_score_command_writes_csv_and_reports_accuracy(
+    encoder_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.csv"
+    command = ["score", str(_dataset(tmp_path)), "--out", str(out), "--seed", "5"]
+    assert main([*command, "--no-progress", "--server", encoder_server]) == 0
+    rows = list(csv.DictReader(out.open()))
+    with Client(encoder_server) as client:
+        scores = client.score(IMAGES, LABELS, seed=5)
+    assert [int(r["predicted_label"]) for r in rows] == scores.predicted_labels.tolist()
+    assert [int(r["label"]) for r in rows] == LABELS.tolist()
+    np.testing.assert_allclose(
+        [float(r["log_likelihood_3"]) for r in rows], scores.log_likelihood[:, 3], atol=1e-3
+    )
+    correct = int(np.sum(scores.predicted_labels == LABELS))
+    assert f"accuracy {correct / 10:.4f} ({correct}/10)" in capsys.readouterr().err
+
+
+def _ranking(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "ranking.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_audit_ranks_by_the_documented_score_and_resumes(
+    encoder_server: str, tmp_path: Path
+) -> None:
+    dataset = _dataset(tmp_path)
+    first = tmp_path / "audit"
+    args = ["--chunk-size", "4", "--seed", "11", "--top", "6", "--no-progress"]
+    audit = ["audit", str(dataset), *args, "--server", encoder_server]
+    assert main([*audit, "--out", str(first)]) == 0
+    with Client(encoder_server) as client:  # chunks of 4 images, each with its derived seed
+        bounds = np.concatenate(
+            [client.score(IMAGES[s : s + 4], seed=chunk_seed(11, s // 4)).log_likelihood
+             for s in range(0, 10, 4)]
+        )  # fmt: skip
+    expected = suspicion(bounds, LABELS)
+    rows = _ranking(first)
+    assert list(rows[0]) == ["index", "label", "predicted_label", "score"]
+    assert [int(r["index"]) for r in rows] == np.argsort(-expected, kind="stable").tolist()
+    for row in rows:
+        index = int(row["index"])
+        assert int(row["label"]) == LABELS[index]
+        assert int(row["predicted_label"]) == int(np.argmax(bounds[index]))
+        assert float(row["score"]) == pytest.approx(expected[index], abs=1e-3)
+        assert (float(row["score"]) > 0) == (int(row["predicted_label"]) != LABELS[index])
+    with Image.open(first / "suspicious.png") as sheet:
+        assert sheet.size == (8 * (28 * 3 + 8), 1 * (28 * 3 + 22))
+    summary = json.loads((first / "audit.json").read_text())
+    assert summary["model_version"] == "2" and summary["images"] == 10
+    assert not (first / ".audit-partial").exists()
+    before = (first / "ranking.csv").read_bytes()
+    assert main([*audit, "--out", str(first)]) == 0  # already complete: nothing changes
+    assert (first / "ranking.csv").read_bytes() == before
+
+    # A run interrupted after chunk 1: its saved bounds are used, the other chunks computed.
+    resumed = tmp_path / "resumed"
+    plan = AuditPlan(**{k: summary[k] for k in AuditPlan.__dataclass_fields__})
+    work = _Work(resumed)
+    work.adopt(plan)
+    planted = bounds[4:8].copy()
+    planted[np.arange(4), LABELS[4:8]] = -1e6  # the given labels now look hopeless
+    work.save(1, planted)
+    assert main([*audit, "--out", str(resumed)]) == 0
+    top = [int(r["index"]) for r in _ranking(resumed)[:4]]
+    assert sorted(top) == [4, 5, 6, 7]
+    rest = {int(r["index"]): float(r["score"]) for r in _ranking(resumed)[4:]}
+    assert rest == {int(r["index"]): float(r["score"]) for r in rows if int(r["index"]) in rest}
+
+    # Another audit in the same place is refused instead of mixed in.
+    assert main([*audit[:-2], "--seed", "12", "--server", encoder_server, "--out", str(first)]) == 1
