@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                            seed=args.seed, progress=False, timeout_s=600)  # fmt: skip
             run_audit(job)
             audits[name] = {"seconds": round(time.monotonic() - started, 1)}
-        order, predicted, scores = _ranking(work / "audit-flipped" / "ranking.csv")
+        order, _, _ = _ranking(work / "audit-flipped" / "ranking.csv")
         audits["flipped"].update(
             flip_seed=_FLIP_SEED,
             flipped=len(flipped),
