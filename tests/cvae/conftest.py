@@ -27,3 +27,13 @@ def server(model_repository: Path) -> Iterator[str]:
     """A running `cvae serve`; yields its "127.0.0.1:port" target."""
     with ServerProcess(model_repository) as running:
         yield running.address
+
+
+@pytest.fixture(scope="session")
+def encoder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running `cvae serve` with version 1 (no encoder) and version 2 (with one)."""
+    root = tmp_path_factory.mktemp("images") / "models"
+    write_version(root, "1")
+    write_version(root, "2", encoder=True)
+    with ServerProcess(root, metrics=False) as running:
+        yield running.address

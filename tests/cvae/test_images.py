@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,11 @@ from cvae.jobs.audit import AuditPlan, _Work, suspicion
 from cvae.jobs.plan import chunk_seed
 from cvae.jobs.readers import read_dataset
 from cvae.jobs.writers import write_npz
-from tests.service.modelrepo import write_version
-from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(300)
 _RNG = np.random.default_rng(3)
 IMAGES = (_RNG.random((10, 28, 28)) ** 3 * 255).astype(np.uint8)
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64)
-
-
-@pytest.fixture(scope="module")
-def encoder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("images") / "models"
-    write_version(root, "1")
-    write_version(root, "2", encoder=True)
-    with ServerProcess(root, metrics=False) as running:
-        yield running.address
 
 
 def _pngs(images: np.ndarray) -> list[bytes]:
