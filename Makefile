@@ -46,7 +46,7 @@ $(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIEN
 # Programs the suite runs besides Python: say at once what is missing and how to get it.
 test-tools:
 	@missing=""; \
-	for tool in promtool:prometheus prometheus:prometheus node:nodejs npm:npm; do \
+	for tool in promtool:prometheus prometheus:prometheus node:nodejs npm:npm chromium:chromium; do \
 		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -55,7 +55,12 @@ test-tools:
 		exit 2; \
 	fi
 
-test: $(VENV)/.dev test-tools $(NODE_CLIENT)/node_modules/.installed  ## run the whole test suite
+# The playground's browser test: Debian's chromium (test-tools), driven by playwright-core.
+$(VENV)/.browser: $(VENV)/.serve
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error playwright-core@1.65.1
+	@touch $@
+
+test: $(VENV)/.dev test-tools $(NODE_CLIENT)/node_modules/.installed $(VENV)/.browser  ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 # tests/image: deploy/Dockerfile built on a local stand-in base and run as the pod runs

@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES = (
     "service.cli",  # serve
     "cvae.jobs.cli",  # generate
     "cvae.jobs.images_cli",  # restyle, score, audit
+    "cvae.playground.cli",  # playground
 )
 
 
