@@ -13,7 +13,7 @@ import numpy as np
 
 from cvae.v1 import generator_pb2 as pb
 from modelrepo import ModelSpec
-from service.codec import decode_encoding, tensor_of
+from service.codec import decode_encoding
 from service.errors import InvalidArgument, brief
 from service.generator import PixelFormat
 
@@ -197,6 +197,12 @@ def _check_range(labels: np.ndarray, num_classes: int, name: str) -> None:
             f"{name}[{index}]: {labels[index]} is outside [0, {num_classes}) "
             f"(the model has {num_classes} classes)"
         )
+
+
+def tensor_of(array: np.ndarray) -> pb.Tensor:
+    """A float32 Tensor message (little-endian, row-major)."""
+    data = np.ascontiguousarray(array, dtype=_DTYPES["float32"]).tobytes()
+    return pb.Tensor(shape=list(array.shape), dtype="float32", data=data)
 
 
 def encode_encoded(
