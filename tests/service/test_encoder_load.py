@@ -10,19 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batcher import BatchingPolicy, DynamicBatcher
+from service.batcher import DynamicBatcher
 from service.errors import ModelLoadError
-from service.runtime import RuntimeOptions, load_runtime
+from service.options import batching_policy, runtime_options
+from service.runtime import load_runtime
+from service.settings import ServiceSettings
 from tests.service.modelrepo import write_version
+
+_OPTIONS = runtime_options(ServiceSettings(intra_op_threads=1))
 
 
 def test_a_version_without_an_encoder_loads_with_none(tmp_path: Path) -> None:
     folder = write_version(tmp_path / "models", "1")
-    assert load_runtime(folder, RuntimeOptions()).encoder is None
+    assert load_runtime(folder, _OPTIONS).encoder is None
 
 
 def test_a_good_encoder_loads_and_gives_mean_and_log_variance(tmp_path: Path) -> None:
-    runtime = load_runtime(write_version(tmp_path / "models", "1", encoder=True), RuntimeOptions())
+    runtime = load_runtime(write_version(tmp_path / "models", "1", encoder=True), _OPTIONS)
     assert runtime.encoder is not None and runtime.encoder.batch_invariant
     images = np.zeros((3, 28, 28), dtype=np.float32)
     mean, log_variance = runtime.encoder.split(
@@ -47,7 +51,7 @@ def test_a_broken_encoder_refuses_the_version_naming_the_file(
 ) -> None:
     folder = write_version(tmp_path / "models", "1", breakage=breakage)
     with pytest.raises(ModelLoadError) as raised:
-        load_runtime(folder, RuntimeOptions())
+        load_runtime(folder, _OPTIONS)
     assert message in str(raised.value)
 
 
@@ -68,7 +72,7 @@ def test_a_wrong_encoder_entry_refuses_the_version(
     edit(document["encoder"])  # type: ignore[operator]
     (folder / "model.json").write_text(json.dumps(document))
     with pytest.raises(ModelLoadError) as raised:
-        load_runtime(folder, RuntimeOptions())
+        load_runtime(folder, _OPTIONS)
     assert message in str(raised.value)
 
 
@@ -87,7 +91,7 @@ class _Recording:
 
 
 def test_encoder_and_decoder_rows_never_share_a_call(tmp_path: Path) -> None:
-    runtime = load_runtime(write_version(tmp_path / "models", "1", encoder=True), RuntimeOptions())
+    runtime = load_runtime(write_version(tmp_path / "models", "1", encoder=True), _OPTIONS)
     calls: list[tuple[str, int]] = []
     decoder = _Recording(runtime, "decoder", calls)
     encoder = _Recording(runtime.encoder, "encoder", calls)
@@ -96,7 +100,8 @@ def test_encoder_and_decoder_rows_never_share_a_call(tmp_path: Path) -> None:
     labels = np.arange(4, dtype=np.int64)
 
     async def scenario() -> list[np.ndarray]:
-        batcher = DynamicBatcher(BatchingPolicy(max_batch=64, max_delay_s=0.01, concurrency=1))
+        settings = ServiceSettings(max_batch=64, max_delay_ms=10, decoder_slots=1)
+        batcher = DynamicBatcher(batching_policy(settings))
         try:
             # The first call runs at once; the rest queue up behind it: 5 encoder requests,
             # then 6 decoder ones, then one more encoder request.

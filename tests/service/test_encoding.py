@@ -308,7 +308,9 @@ def test_a_version_without_an_encoder_is_failed_precondition_naming_it(
 
 def test_each_method_is_counted_under_its_own_name(server: ServerProcess) -> None:
     def count(method: str, code: str) -> float:
-        return server.metric("cvae_requests_total", f'code="{code}",method="{method}"')
+        return server.metric(
+            "cvae_requests_total", f'code="{code}",method="{method}",protocol="cvae.v1"'
+        )
 
     before = {m: count(m, "OK") for m in ("Encode", "Reconstruct", "Restyle", "Score")}
     server.stub.Encode(pb.EncodeRequest(images=_ONE, labels=[1]), timeout=30)
