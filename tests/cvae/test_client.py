@@ -129,7 +129,10 @@ def test_a_pinned_version_one_replica_lacks_is_found_on_another(
         assert sum(len(part.labels) for part in streamed) == 40
 
         async def pinned() -> list[str]:
-            async with AsyncClient(target) as client:
+            # 8 calls at once share round_robin's turns, so one call may meet the old replica
+            # several times in a row: give each more tries than the default 5
+            patient = RetryPolicy(max_attempts=30, initial_backoff_s=0.02, max_backoff_s=0.2)
+            async with AsyncClient(target, retry=patient) as client:
                 calls = [client.generate([3], seed=s, model_version="2") for s in range(8)]
                 return [r.model_version for r in await asyncio.gather(*calls)]
 

@@ -210,7 +210,7 @@ def test_large_requests_are_split_into_max_batch_pieces(runtime: ModelRuntime) -
         return await batcher.run(runtime, z, y)
 
     images, metrics = _with_batcher(_policy(max_batch=4), body)
-    assert metrics.batches == [4, 4, 2]
+    assert sorted(metrics.batches) == [2, 4, 4]  # two slots: pieces may finish in any order
     assert images.tobytes() == runtime.run(z, y).tobytes()
 
 
