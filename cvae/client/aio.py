@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
 import numpy as np
 
 from cvae.client.channel import TlsConfig, aio_channel
-from cvae.client.errors import DeadlineExceededError, GeneratorError, error_from_rpc
 from cvae.client.images import (
     EncodeResult,
     Images,
@@ -25,8 +23,8 @@ from cvae.client.images import (
     score_request,
     score_result,
 )
-from cvae.client.retry import RetryPolicy
-from cvae.client.stream_resume import StreamProgress
+from cvae.client.retry import RetryBudget, RetryPolicy
+from cvae.client.stream_resume import ResumableStream
 from cvae.client.types import (
     Encoding,
     GenerateResult,
@@ -184,37 +182,31 @@ class AsyncClient:
         timeout_s: float | None = None,
     ) -> AsyncIterator[GenerateResult]:
         """Chunks in order; resumes after a retryable failure like `Client.stream`."""
-        progress = StreamProgress(list(labels), seed, latents)
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        backoffs = self.retry.backoffs(self._rng)
+        stream = ResumableStream(
+            list(labels),
+            self._budget(timeout_s, bool(model_version)),
+            seed=seed,
+            temperature=temperature,
+            latents=latents,
+            encoding=encoding,
+            model_version=model_version,
+            chunk_size=chunk_size,
+            omit_latents=omit_latents,
+        )
         while True:
-            request = progress.next_request(
-                temperature=temperature,
-                encoding=encoding,
-                model_version=model_version,
-                chunk_size=chunk_size,
-                omit_latents=omit_latents,
-            )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
-                )
+            request, remaining = stream.next_attempt()
             call = self._stub.GenerateStream(request, timeout=remaining)
             try:
                 async for response in call:
-                    result = progress.accept(result_from_response(response))
+                    result = stream.accept(response)
                     if result is not None:
                         yield result
                 return
             except grpc.RpcError as rpc_error:
-                if progress.complete:
+                wait = stream.wait_after(rpc_error)
+                if wait is None:
                     return
-                error = error_from_rpc(rpc_error, self.target)
-                await self._wait_or_raise(error, backoffs, deadline, bool(model_version))
-                _LOGGER.warning(
-                    "stream interrupted after %d images, resuming: %s", progress.done, error
-                )
+                await asyncio.sleep(wait)
             finally:
                 call.cancel()
 
@@ -224,31 +216,13 @@ class AsyncClient:
         timeout_s: float | None,
         pinned: bool = False,
     ) -> _T:
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        backoffs = self.retry.backoffs(self._rng)
+        budget = self._budget(timeout_s, pinned)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
-                )
             try:
-                return await attempt(remaining)
+                return await attempt(budget.remaining_s())
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc(rpc_error, self.target)
-                await self._wait_or_raise(error, backoffs, deadline, pinned)
+                await asyncio.sleep(budget.wait_after(rpc_error))
 
-    async def _wait_or_raise(
-        self,
-        error: GeneratorError,
-        backoffs: Iterator[float],
-        deadline: float,
-        pinned: bool = False,
-    ) -> None:
-        if not self.retry.is_retryable(error.code, pinned):
-            raise error from None  # the typed error carries code and details
-        wait = next(backoffs, None)
-        if wait is None or time.monotonic() + wait >= deadline:
-            raise error from None  # the typed error carries code and details
-        _LOGGER.info("retrying in %.3fs after %s", wait, error)
-        await asyncio.sleep(wait)
+    def _budget(self, timeout_s: float | None, pinned: bool) -> RetryBudget:
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        return RetryBudget(self.retry, timeout_s, self.target, pinned_version=pinned, rng=self._rng)

@@ -1,12 +1,18 @@
-"""Retry policy: exponential backoff with full jitter, bounded by the call's deadline."""
+"""Retry policy and budget: exponential backoff with full jitter, bounded by the call's deadline."""
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
+
+from cvae.client.errors import DeadlineExceededError, error_from_rpc
+
+_LOGGER = logging.getLogger(__name__)
 
 # CANCELLED that reaches the client as an RpcError was not the caller's doing (a caller's own
 # cancellation surfaces as KeyboardInterrupt or asyncio.CancelledError): it is the server's
@@ -62,3 +68,47 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class RetryBudget:
+    """One call's retry state: its deadline, its remaining waits and the decision to give up.
+
+    Pure (no sleeping, no network): the sync and asyncio clients drive one each per call and
+    differ only in how they sleep. `clock` is a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        timeout_s: float,
+        target: str,
+        *,
+        pinned_version: bool = False,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = policy
+        self._target = target
+        self._pinned = pinned_version
+        self._clock = clock
+        self._deadline = clock() + timeout_s
+        self._backoffs = policy.backoffs(rng)
+
+    def remaining_s(self) -> float:
+        """The seconds the next attempt may take; DeadlineExceededError when none are left."""
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self._target)
+        return remaining
+
+    def wait_after(self, rpc_error: grpc.RpcError) -> float:
+        """The seconds to wait before the next attempt, or the typed error when it is final:
+        a code not worth retrying, no attempts left, or a wait that would end past the deadline."""
+        error = error_from_rpc(rpc_error, self._target)
+        if not self._policy.is_retryable(error.code, self._pinned):
+            raise error from None  # the typed error carries code and details
+        wait = next(self._backoffs, None)
+        if wait is None or self._clock() + wait >= self._deadline:
+            raise error from None
+        _LOGGER.info("retrying in %.3fs after %s", wait, error)
+        return wait

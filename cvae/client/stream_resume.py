@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+import grpc
 import numpy as np
 
-from cvae.client.types import Encoding, GenerateResult, build_request
+from cvae.client.retry import RetryBudget
+from cvae.client.types import Encoding, GenerateResult, build_request, result_from_response
 from cvae.v1 import generator_pb2 as pb
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class StreamProgress:
@@ -80,6 +85,60 @@ class StreamProgress:
         result = replace(result, offset=self.done)
         self.done = end
         return result
+
+
+class ResumableStream:
+    """The resume loop's decisions, shared by both clients: each attempt's request and time
+    left, where each message belongs, and whether a failure ends the stream or is resumed.
+    Pure: the client sends, reads and sleeps."""
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        budget: RetryBudget,
+        *,
+        seed: int | None,
+        temperature: float,
+        latents: np.ndarray | None,
+        encoding: Encoding,
+        model_version: str | None,
+        chunk_size: int,
+        omit_latents: bool,
+    ) -> None:
+        self.progress = StreamProgress(labels, seed, latents)
+        self._budget = budget
+        self._temperature = temperature
+        self._encoding = encoding
+        self._model_version = model_version
+        self._chunk_size = chunk_size
+        self._omit_latents = omit_latents
+
+    def next_attempt(self) -> tuple[pb.GenerateRequest, float]:
+        """The request for what is still missing and the seconds it may take (raises
+        DeadlineExceededError when none are left)."""
+        request = self.progress.next_request(
+            temperature=self._temperature,
+            encoding=self._encoding,
+            model_version=self._model_version,
+            chunk_size=self._chunk_size,
+            omit_latents=self._omit_latents,
+        )
+        return request, self._budget.remaining_s()
+
+    def accept(self, response: pb.GenerateResponse) -> GenerateResult | None:
+        """A message mapped onto the original request; None if all of it was yielded before."""
+        return self.progress.accept(result_from_response(response))
+
+    def wait_after(self, rpc_error: grpc.RpcError) -> float | None:
+        """None: every image was delivered, the stream is done. Else the seconds to wait before
+        resuming; raises the typed error when the failure is final."""
+        if self.progress.complete:
+            return None
+        wait = self._budget.wait_after(rpc_error)
+        _LOGGER.warning(
+            "stream interrupted after %d images, resuming in %.3fs", self.progress.done, wait
+        )
+        return wait
 
 
 def _slice(result: GenerateResult, skip: int) -> GenerateResult:

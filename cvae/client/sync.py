@@ -12,7 +12,6 @@ import grpc
 import numpy as np
 
 from cvae.client.channel import TlsConfig, sync_channel
-from cvae.client.errors import DeadlineExceededError, GeneratorError, error_from_rpc
 from cvae.client.images import (
     EncodeResult,
     Images,
@@ -24,8 +23,8 @@ from cvae.client.images import (
     score_request,
     score_result,
 )
-from cvae.client.retry import RetryPolicy
-from cvae.client.stream_resume import StreamProgress
+from cvae.client.retry import RetryBudget, RetryPolicy
+from cvae.client.stream_resume import ResumableStream
 from cvae.client.types import (
     Encoding,
     GenerateResult,
@@ -192,37 +191,31 @@ class Client:
         when none was given) and skips what was already yielded, so no image is lost or repeated.
         `timeout_s` bounds the whole stream.
         """
-        progress = StreamProgress(list(labels), seed, latents)
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        backoffs = self.retry.backoffs(self._rng)
+        stream = ResumableStream(
+            list(labels),
+            self._budget(timeout_s, bool(model_version)),
+            seed=seed,
+            temperature=temperature,
+            latents=latents,
+            encoding=encoding,
+            model_version=model_version,
+            chunk_size=chunk_size,
+            omit_latents=omit_latents,
+        )
         while True:
-            request = progress.next_request(
-                temperature=temperature,
-                encoding=encoding,
-                model_version=model_version,
-                chunk_size=chunk_size,
-                omit_latents=omit_latents,
-            )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
-                )
+            request, remaining = stream.next_attempt()
             call = self._stub.GenerateStream(request, timeout=remaining)
             try:
                 for response in call:
-                    result = progress.accept(result_from_response(response))
+                    result = stream.accept(response)
                     if result is not None:
                         yield result
                 return
             except grpc.RpcError as rpc_error:
-                if progress.complete:
+                wait = stream.wait_after(rpc_error)
+                if wait is None:
                     return
-                error = error_from_rpc(rpc_error, self.target)
-                self._wait_or_raise(error, backoffs, deadline, bool(model_version))
-                _LOGGER.warning(
-                    "stream interrupted after %d images, resuming: %s", progress.done, error
-                )
+                time.sleep(wait)
             finally:
                 call.cancel()
 
@@ -230,32 +223,13 @@ class Client:
         self, attempt: Callable[[float], _T], timeout_s: float | None, pinned: bool = False
     ) -> _T:
         """Run `attempt(remaining_seconds)`, retrying until success or the deadline."""
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        backoffs = self.retry.backoffs(self._rng)
+        budget = self._budget(timeout_s, pinned)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", self.target
-                )
             try:
-                return attempt(remaining)
+                return attempt(budget.remaining_s())
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc(rpc_error, self.target)
-                self._wait_or_raise(error, backoffs, deadline, pinned)
+                time.sleep(budget.wait_after(rpc_error))
 
-    def _wait_or_raise(
-        self,
-        error: GeneratorError,
-        backoffs: Iterator[float],
-        deadline: float,
-        pinned: bool = False,
-    ) -> None:
-        """Sleep before the next try, or raise `error` when it is final."""
-        if not self.retry.is_retryable(error.code, pinned):
-            raise error from None  # the typed error carries code and details
-        wait = next(backoffs, None)
-        if wait is None or time.monotonic() + wait >= deadline:
-            raise error from None  # the typed error carries code and details
-        _LOGGER.info("retrying in %.3fs after %s", wait, error)
-        time.sleep(wait)
+    def _budget(self, timeout_s: float | None, pinned: bool) -> RetryBudget:
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        return RetryBudget(self.retry, timeout_s, self.target, pinned_version=pinned, rng=self._rng)
