@@ -55,7 +55,9 @@ class Overloaded(ServiceError):
 # Why a call was refused with RESOURCE_EXHAUSTED (cvae_refusals_total{reason}; service/README.md).
 QUEUE_FULL = "queue_full"  # the bounded queue has no room for the request's images
 DEADLINE_TOO_SHORT = "deadline_too_short"  # its deadline would pass behind the queued work
-REFUSAL_REASONS = (QUEUE_FULL, DEADLINE_TOO_SHORT)
+CONCURRENCY_LIMIT = "concurrency_limit"  # --max-concurrent-rpcs data-plane calls are running
+MESSAGE_TIMEOUT = "message_timeout"  # the request message did not arrive in --message-timeout-s
+REFUSAL_REASONS = (QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT)
 
 
 class NotReady(ServiceError):

@@ -27,6 +27,7 @@ from service.encoding_servicer import EncodingServicer
 from service.encoding_servicer import handlers as encoding_handlers
 from service.errors import ModelLoadError
 from service.generator import ImageGenerator
+from service.guard import CallGuard
 from service.health import HealthServicer
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
 from service.oip.grpc_servicer import InferenceServicer
@@ -72,7 +73,10 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_S * 1000),
         ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_S * 1000),
         ("grpc.http2.max_pings_without_data", 0),  # keep pinging an idle connection
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
     ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_s)))
     if settings.max_pending_rpcs > 0:
         options += [
             ("grpc.server.max_pending_requests", settings.max_pending_rpcs),
@@ -80,11 +84,15 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ]
     if settings.max_connection_age_s > 0:
         options += [
-            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-            # An aged connection takes no new calls, but a long stream on it runs to its end.
-            ("grpc.max_connection_age_grace_ms", _INT32_MAX),
+            ("grpc.max_connection_age_ms", _ms(settings.max_connection_age_s)),
+            # An aged connection takes no new calls; those open on it get a bounded grace.
+            ("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace_s)),
         ]
     return options
+
+
+def _ms(seconds: float) -> int:
+    return min(_INT32_MAX, max(1, round(seconds * 1000)))
 
 
 class GenerationServer:
@@ -103,13 +111,16 @@ class GenerationServer:
             runtime_options(settings),
             self.metrics,
         )
-        self.server = grpc.aio.server(
-            options=grpc_options(settings),
-            maximum_concurrent_rpcs=settings.concurrent_rpcs_limit,
+        self.guard = CallGuard(
+            settings.concurrent_rpcs_limit, settings.message_timeout_s, self.metrics
         )
+        self.server = grpc.aio.server(options=grpc_options(settings), interceptors=[self.guard])
         # Health only, plaintext, for kubelet probes of a TLS server (--health-port).
         self.health_server = (
-            grpc.aio.server(options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)])
+            grpc.aio.server(
+                options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
+                interceptors=[CallGuard(None, settings.message_timeout_s, self.metrics)],
+            )
             if settings.health_port
             else None
         )

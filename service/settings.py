@@ -109,10 +109,26 @@ class ServiceSettings:
             minimum=-1,
         ),
     )
-    """gRPC's own limit on calls being handled (health and reflection included): an excess call
-    is refused by grpc.aio's intake with RESOURCE_EXHAUSTED before any service code runs, so that
-    under overload refusals stay cheap and fast. 0 sizes it from the queue: queue_size // 8
-    (512 by default), at least 64; -1 turns the limit off."""
+    """Limit on data-plane calls being handled (health and reflection never count): a call
+    takes a slot once its request message has arrived (service/guard.py), and an excess call is
+    refused with RESOURCE_EXHAUSTED (cvae_refusals_total{reason="concurrency_limit"}) before its
+    handler runs. 0 sizes it from the queue: queue_size // 8 (512 by default), at least 64; -1
+    turns the limit off."""
+    message_timeout_s: float = field(
+        default=10.0,
+        metadata=_about("most seconds from a call's headers to its request message", minimum=0.1),
+    )
+    """A call whose request message has not arrived this long after its headers (HEADERS and no
+    DATA, or a length prefix promising more than is sent) is refused with RESOURCE_EXHAUSTED
+    (reason message_timeout), and one that ends its request without a message gets
+    INVALID_ARGUMENT at once: a half-sent call holds its HTTP/2 stream no longer than this."""
+    max_streams_per_connection: int = field(
+        default=1024,
+        metadata=_about("most calls open at once on one HTTP/2 connection", minimum=1),
+    )
+    """grpc.max_concurrent_streams: bounds what one connection can hold open (half-sent calls,
+    health Watch streams). Above --max-concurrent-rpcs, so that one busy channel still gets the
+    server's fast RESOURCE_EXHAUSTED refusals instead of queueing in its own client."""
     max_pending_rpcs: int = field(
         default=64,
         metadata=_about(
@@ -143,6 +159,17 @@ class ServiceSettings:
         default=300.0, metadata=_about("close connections after this age", minimum=0)
     )
     """grpc.max_connection_age_ms: clients reconnect and so rebalance across replicas; 0 off."""
+    max_connection_age_grace_s: float = field(
+        default=600.0, metadata=_about("seconds an aged connection's calls may still run")
+    )
+    """grpc.max_connection_age_grace_ms: an aged connection takes no new calls, and those still
+    open on it get this long to finish before the connection is closed (a GenerateStream cut
+    there resumes from its last offset). Bounded, so that no call keeps a connection forever."""
+    max_connection_idle_s: float = field(
+        default=300.0, metadata=_about("close connections without calls after this; 0: never")
+    )
+    """grpc.max_connection_idle_ms: a connection with no call open this long gets GOAWAY (a gRPC
+    client reconnects on its next call), so idle connections do not pile up file descriptors."""
     grace_period_s: float = field(
         default=10.0,
         metadata=_about(

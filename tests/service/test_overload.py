@@ -1,4 +1,5 @@
-"""--max-concurrent-rpcs: calls beyond the limit are refused by gRPC's intake, the rest succeed.
+"""--max-concurrent-rpcs: data-plane calls beyond the limit are refused (service/guard.py), the
+rest succeed.
 
 The accepted calls are streams that the client stops reading: under HTTP/2 flow control they
 stay open in the server for as long as the test wants, so the limit is full without any timing.

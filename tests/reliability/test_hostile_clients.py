@@ -1,0 +1,169 @@
+"""One cheap client must not deny service to everyone (issue 14, items 1-5).
+
+Each test runs a real `cvae serve` and attacks it over real sockets: a raw HTTP/2 client
+(tests/service/rawh2.py) for what gRPC clients never do, grpcio for the victims. No timing is
+asserted: a victim's call must succeed within a generous deadline, that is all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cvae.v1 import generator_pb2 as pb
+from cvae.v1 import generator_pb2_grpc as pb_grpc
+from tests.service.rawh2 import RawConnection, grpc_frame
+from tests.service.serverproc import ServerProcess
+
+pytestmark = pytest.mark.timeout(240)
+GENERATE = "/cvae.v1.Generator/Generate"
+WATCH = "/grpc.health.v1.Health/Watch"
+CHECK = "/grpc.health.v1.Health/Check"
+_STATUS_CANCELLED = "1"
+_STATUS_INVALID_ARGUMENT = "3"
+_STATUS_RESOURCE_EXHAUSTED = "8"
+_REFUSED_STREAM = 7  # HTTP/2 error codes
+_CALM = 11
+
+
+def _victim_is_served(server: ServerProcess) -> None:
+    """A fresh client's health check says SERVING and its Generate answers OK."""
+    with server.new_channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=20)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        images = pb_grpc.GeneratorStub(channel).Generate(
+            pb.GenerateRequest(labels=[1, 2], seed=3), timeout=20
+        )
+        assert list(images.labels) == [1, 2]
+
+
+def _pump_until(connection: RawConnection, done: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not done():  # type: ignore[operator]
+        connection.pump(0.2)
+
+
+@pytest.fixture
+def guarded(repository: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(repository, "--message-timeout-s", "3") as running:
+        yield running
+
+
+def test_600_half_sent_calls_on_one_connection_hold_no_slot_and_are_finished(
+    guarded: ServerProcess,
+) -> None:
+    request = pb.GenerateRequest(labels=[1], seed=1).SerializeToString()
+    with RawConnection("127.0.0.1", guarded.port) as attacker:
+        attacker.pump(0.3)  # the server's SETTINGS
+        no_message: list[int] = []
+        no_data: list[int] = []
+        lying: list[int] = []
+        for _ in range(20):  # in rounds: gRPC core's queue of new calls stays short
+            no_message += [attacker.open_call(GENERATE, end_stream=True) for _ in range(10)]
+            no_data += [attacker.open_call(GENERATE) for _ in range(10)]
+            for _ in range(10):  # promises a message 100 bytes longer than what follows
+                lying.append(attacker.open_call(GENERATE))
+                attacker.send(lying[-1], grpc_frame(request, claimed=len(request) + 100))
+            attacker.flush()
+            attacker.pump(0.1)
+
+        # 600 calls sit on one connection (the default concurrency limit is 512): others pass.
+        _victim_is_served(guarded)
+
+        # None is kept: a call without a message is answered at once, a half-sent one when
+        # --message-timeout-s has passed; both free their stream.
+        # (A call gRPC core's full queue of new calls refuses is CANCELLED: --max-pending-rpcs.)
+        _pump_until(attacker, lambda: attacker.answered() == 600, 60)
+        statuses = [attacker.streams[s].status for s in no_message]
+        assert set(statuses) <= {_STATUS_INVALID_ARGUMENT, _STATUS_CANCELLED}, statuses
+        assert statuses.count(_STATUS_INVALID_ARGUMENT) >= 100
+        timed_out = 0
+        for stream_id in no_data + lying:
+            state = attacker.streams[stream_id]
+            assert state.status in (_STATUS_RESOURCE_EXHAUSTED, _STATUS_CANCELLED), state
+            if state.status == _STATUS_RESOURCE_EXHAUSTED:
+                assert "did not arrive within 3 s" in state.headers["grpc-message"]
+                timed_out += 1
+        assert timed_out >= 200
+    assert guarded.metric("cvae_refusals_total", 'reason="message_timeout"') == timed_out
+    _victim_is_served(guarded)
+
+
+def test_520_health_watch_streams_lock_no_one_out(repository: Path) -> None:
+    with (
+        ServerProcess(repository, "--max-concurrent-rpcs", "64") as server,
+        RawConnection("127.0.0.1", server.port) as watcher,
+    ):
+        watcher.pump(0.3)
+        watch = grpc_frame(health_pb2.HealthCheckRequest().SerializeToString())
+        streams: list[int] = []
+        for _ in range(26):  # in rounds: gRPC core's queue of new calls stays short
+            for _ in range(20):
+                streams.append(watcher.open_call(WATCH))
+                watcher.send(streams[-1], watch, end_stream=True)
+            watcher.flush()
+            watcher.pump(0.1)
+        # Every Watch runs (its first status, SERVING, came as a message) unless gRPC core's
+        # full queue of new calls refused it (--max-pending-rpcs).
+        states = [watcher.streams[s] for s in streams]
+        _pump_until(watcher, lambda: all(state.data or state.ended for state in states), 60)
+        running = [state for state in states if state.data and not state.ended]
+        assert len(running) + sum(state.status == _STATUS_CANCELLED for state in states) == 520
+        assert len(running) > 64 * 4
+        _victim_is_served(server)
+
+
+def test_calls_beyond_the_per_connection_stream_limit_are_refused(repository: Path) -> None:
+    with (
+        ServerProcess(repository, "--max-streams-per-connection", "20") as server,
+        RawConnection("127.0.0.1", server.port) as attacker,
+    ):
+        # All sent before the server's SETTINGS are read, so h2 does not hold any back.
+        streams = [attacker.open_call(GENERATE) for _ in range(30)]
+        attacker.flush()
+        _pump_until(attacker, lambda: attacker.answered() >= 10, 30)
+        assert attacker.h2.remote_settings.max_concurrent_streams == 20
+        refused = [s for s in streams if attacker.streams[s].reset is not None]
+        assert refused == streams[20:]  # gRPC resets them (ENHANCE_YOUR_CALM or REFUSED_STREAM)
+        assert {attacker.streams[s].reset for s in refused} <= {_REFUSED_STREAM, _CALM}
+        _victim_is_served(server)
+
+
+def test_an_aged_connection_is_closed_after_its_grace_whatever_is_open(
+    repository: Path,
+) -> None:
+    """A Watch stream never ends by itself: the connection's bounded grace ends it."""
+    args = ("--max-connection-age-s", "1", "--max-connection-age-grace-s", "1")
+    with ServerProcess(repository, *args) as server, server.new_channel() as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=60
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as ended:
+            next(watch)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+
+
+def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
+    """The concurrency limit counts data-plane calls only: with every slot held by streams the
+    client stops reading, Generate is refused (and counted) while health answers SERVING."""
+    with ServerProcess(repository, "--max-concurrent-rpcs", "3") as server:
+        stub = server.stub
+        job = pb.GenerateRequest(labels=[1] * 100_000, seed=7, chunk_size=64)
+        streams = [stub.GenerateStream(job, timeout=60) for _ in range(3)]
+        for stream in streams:
+            assert next(stream).offset == 0
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Generate(pb.GenerateRequest(labels=[3], seed=1), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-concurrent-rpcs" in refused.value.details()
+        assert server.health() == health_pb2.HealthCheckResponse.SERVING
+        assert server.metric("cvae_refusals_total", 'reason="concurrency_limit"') == 1
+        for stream in streams:
+            stream.cancel()
