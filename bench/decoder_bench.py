@@ -10,18 +10,11 @@ from typing import Any
 
 from bench import flops, quality, quantize
 from bench.floor import sweep
+from bench.machine import repository_path
 from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
 FLOOR_BATCHES = (1, 32, 256, 1024)
-
-
-def _shown(path: Path) -> str:
-    """The path relative to the working directory when inside it (docs stay machine-neutral)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def describe_model(model: ModelSpec) -> dict[str, Any]:
@@ -29,7 +22,7 @@ def describe_model(model: ModelSpec) -> dict[str, Any]:
     return {
         "name": model.name,
         "version": model.version,
-        "onnx": _shown(model.onnx_path),
+        "onnx": repository_path(model.onnx_path),
         "onnx_sha256": hashlib.sha256(model.onnx_path.read_bytes()).hexdigest(),
         "latent_dim": model.latent_dim,
         "image_shape": list(model.image_shape),
@@ -88,7 +81,7 @@ def int8_variants(
         entry: dict[str, Any] = {
             "name": variant.name,
             "note": variant.note,
-            "path": str(variant.path),
+            "path": repository_path(variant.path),
             "max_pixel_error": quantize.max_pixel_error(model, variant.path),
             "rates": [
                 rate.as_dict()

@@ -10,7 +10,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+_REPOSITORY = Path(__file__).resolve().parents[1]
 _PACKAGES = ("onnxruntime", "grpcio", "protobuf", "numpy", "onnx", "torch", "pillow")
+
+
+def repository_path(path: Path) -> str:
+    """`path` relative to the repository when inside it, so results and docs name no machine."""
+    try:
+        return str(Path(path).resolve().relative_to(_REPOSITORY))
+    except ValueError:
+        return str(path)
 
 
 def _cpu_model() -> str:

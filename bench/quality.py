@@ -19,7 +19,7 @@ from bench.floor import session
 from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
-# Shipping rule (issue 7): a variant may ship only within these bounds of float32.
+# Shipping rule: a variant may ship only within these bounds of float32.
 MAX_ACCURACY_DROP_POINTS = 0.3
 MAX_FRECHET_INCREASE = 0.10
 

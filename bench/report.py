@@ -274,7 +274,7 @@ def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
     )
     parts = [
         _header(results),
-        "## Targets (issue 4 speed bars, this run)",
+        "## Targets (the speed bars, this run)",
         _targets(results),
         "## 1. The floor: onnxruntime in process",
         f"![floor]({plot_files.get('floor', '')})",

@@ -158,7 +158,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 timing=options.timing,
                 work=work,
                 venv=options.triton_venv,
-                max_batch=256,
+                max_batch=ServiceConfig().max_batch,  # batch as the service does
                 intra_op_threads=max(threads),
                 progress=progress,
             )

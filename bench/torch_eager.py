@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bench.floor import session, time_calls
+from bench.machine import repository_path
 from bench.model import random_feeds
 from bench.stats import percentile
 from modelrepo import ModelSpec
@@ -76,7 +77,7 @@ def measure(
         torch.set_num_threads(previous_threads)
     onnx_images = session(model.onnx_path, threads=1).run([model.image_output], feeds)[0]
     return {
-        "checkpoint": str(checkpoint),
+        "checkpoint": repository_path(checkpoint),
         "rates": rates,
         "max_abs_difference_vs_onnx": float(np.abs(eager - onnx_images).max()),
     }

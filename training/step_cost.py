@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 
 # (label, TrainConfig overrides, environment)
@@ -38,9 +39,10 @@ def _measure(overrides: dict[str, object], steps: int) -> float:
     from training.trainer import Trainer
 
     config = TrainConfig(train_subset=steps * 128, valid_subset=100, epochs=2, **overrides)  # type: ignore[arg-type]
-    trainer = Trainer(config, "/tmp/cvae-step-cost", progress=False)
-    trainer.run(stop_after_epoch=1)  # warm-up; afterwards a fixed classifier stops fitting
-    trainer.run()
+    with tempfile.TemporaryDirectory(prefix="cvae-step-cost-") as run_dir:
+        trainer = Trainer(config, run_dir, progress=False)
+        trainer.run(stop_after_epoch=1)  # warm-up; afterwards a fixed classifier stops fitting
+        trainer.run()
     return float(trainer.history[-1]["seconds"]) / trainer.steps_per_epoch * 1000
 
 

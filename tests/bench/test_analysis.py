@@ -1,4 +1,4 @@
-"""bench/analysis.py: ratios within one run and the issue's bars."""
+"""bench/analysis.py: ratios within one run and the speed bars."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ class QualityBar:
         return value >= self.limit if self.higher_is_better else value <= self.limit
 
 
-# The bars of issue 3, on the project's own evaluator.
+# The quality bars a shipped model must meet, on the project's own evaluator.
 QUALITY_BARS = (
     QualityBar("label_accuracy", "prior samples classified as the requested label", 0.985, True),
     QualityBar("label_accuracy_worst", "worst label's accuracy", 0.96, True),

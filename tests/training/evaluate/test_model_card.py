@@ -1,4 +1,4 @@
-"""The model card's quality bars: the limits of issue 3, met or missed at the boundary."""
+"""The model card's quality bars: each limit met or missed at its boundary."""
 
 from __future__ import annotations
 
