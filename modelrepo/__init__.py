@@ -22,7 +22,7 @@ from modelrepo.folders import (
     next_version,
 )
 from modelrepo.publish import publish_version
-from modelrepo.read import newest_spec, read_spec, sha256_of
+from modelrepo.read import newest_readable_spec, newest_spec, read_spec, sha256_of
 from modelrepo.spec import (
     DECODER,
     DECODER_FILE,
@@ -51,6 +51,7 @@ __all__ = [
     "check_name",
     "existing_versions",
     "model_document",
+    "newest_readable_spec",
     "newest_spec",
     "next_version",
     "parse_document",

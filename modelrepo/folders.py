@@ -1,7 +1,8 @@
 """Models and versions on disk: `<root>/<name>/<version>/`, versions numbered 1, 2, ...
 
-A version folder's name is a positive integer; anything else beside it (hidden staging folders
-of a publish in progress, notes) is not a version. Model names are safe file names.
+A version folder's name is a positive integer in ASCII digits without a leading zero, at most
+MAX_VERSION_DIGITS of them; anything else beside it (hidden staging folders of a publish in
+progress, notes, a folder named "²" or "٣") is not a version. Model names are safe file names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 from modelrepo.errors import ModelRepositoryError
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_VERSION_DIGITS = 18  # every version fits an int64 (and sorts as an integer)
+# ASCII only: str.isdigit() also takes "²" (int() fails) and "٣" (int() reads 3).
+_VERSION_PATTERN = re.compile(rf"[1-9][0-9]{{0,{MAX_VERSION_DIGITS - 1}}}")
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class VersionFolder:
 
     version: str
     path: Path
-    fingerprint: tuple[tuple[str, int, int], ...]
+    fingerprint: tuple[tuple[str, int, int, int], ...]
 
 
 class ModelRepository:
@@ -36,7 +40,10 @@ class ModelRepository:
         """Every model folder in the repository, sorted."""
         if not self._root.is_dir():
             raise ModelRepositoryError(f"{self._root}: model repository folder does not exist")
-        return sorted(p.name for p in self._root.iterdir() if p.is_dir() and not _hidden(p))
+        try:
+            return sorted(p.name for p in self._root.iterdir() if p.is_dir() and not _hidden(p))
+        except OSError as error:
+            raise ModelRepositoryError(f"{self._root}: cannot be listed ({error})") from None
 
     def model_dir(self) -> Path:
         """The <name> folder; with no name given the repository must hold exactly one."""
@@ -60,11 +67,14 @@ class ModelRepository:
     def versions(self) -> list[VersionFolder]:
         """Version folders, oldest first."""
         model_dir = self.model_dir()
-        found = [
-            VersionFolder(path.name, path, _fingerprint(path))
-            for path in model_dir.iterdir()
-            if _version_number(path) is not None
-        ]
+        try:
+            found = [
+                VersionFolder(path.name, path, _fingerprint(path))
+                for path in model_dir.iterdir()
+                if _version_number(path) is not None
+            ]
+        except OSError as error:  # e.g. EMFILE, EACCES
+            raise ModelRepositoryError(f"{model_dir}: cannot be listed ({error})") from None
         return sorted(found, key=lambda folder: int(folder.version))
 
     def newest(self) -> VersionFolder:
@@ -97,14 +107,20 @@ def next_version(model_dir: Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+def is_version_name(name: str) -> bool:
+    """Whether `name` names a version folder: 1, 2, ... in ASCII digits, no leading zero."""
+    return _VERSION_PATTERN.fullmatch(name) is not None
+
+
 def _version_number(path: Path) -> int | None:
-    if path.name.isdigit() and int(path.name) > 0 and path.is_dir():
+    if is_version_name(path.name) and path.is_dir():
         return int(path.name)
     return None
 
 
-def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, size and mtime of every file in the folder (model.json and each graph file)."""
+def _fingerprint(folder: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """Name, kind, size and mtime of every entry in the folder (a FIFO or a link to a device
+    counts too: replacing it by a file changes the fingerprint)."""
     entries = []
     try:
         paths = sorted(folder.iterdir())
@@ -114,9 +130,10 @@ def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
         try:
             status = path.stat()
         except OSError:
+            entries.append((path.name, -1, -1, -1))  # e.g. a dangling link
             continue
-        if stat.S_ISREG(status.st_mode):
-            entries.append((path.name, status.st_size, status.st_mtime_ns))
+        kind = stat.S_IFMT(status.st_mode)
+        entries.append((path.name, kind, status.st_size, status.st_mtime_ns))
     return tuple(entries)
 
 

@@ -3,11 +3,17 @@
 Format `cvae-model/1` (docs/model-repository.md): the decoder is `model.onnx`, described by the
 top-level `inputs`, `outputs` and `onnx_sha256`. Further graphs (an encoder) are optional
 top-level objects named by their role, each `{"file", "onnx_sha256", "inputs", "outputs"}`;
-readers that know no such role ignore the key, so adding one needs no new format.
+readers that know no such role ignore the key, so adding one needs no new format. Every other
+file of the version folder (an ONNX graph's external weights) is listed with its sha256 in the
+optional top-level `files` object, so that each byte a version serves is in its integrity record.
+
+Sizes are bounded (MAX_LATENT_DIM, MAX_CLASSES, MAX_IMAGE_PIXELS, ...): a hostile model.json is
+refused before anything of its size is allocated.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,14 @@ DESCRIPTION_FILE = "model.json"
 DECODER_FILE = "model.onnx"
 DECODER = "decoder"
 ENCODER = "encoder"
+FILES = "files"  # {"<file name>": "<sha256>"} for each file that is not model.json or a graph
+# The largest model a version may describe: far above any CVAE of MNIST-like images, far below
+# what would exhaust a server's memory at warm-up (which runs every label, --max-batch rows).
+MAX_LATENT_DIM = 4096
+MAX_CLASSES = 10_000
+MAX_IMAGE_PIXELS = 1024 * 1024
+MAX_CLASS_NAME_CHARS = 256
+_SHA256_HEX = frozenset("0123456789abcdef")
 # For each graph role: the roles its "inputs" and its "outputs" must name (role -> graph name).
 GRAPH_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DECODER: (("latent", "label"), ("image",)),
@@ -39,6 +53,7 @@ KEY_ORDER = (
     "opset",
     "onnx_sha256",
     ENCODER,
+    FILES,
     "training_config",
     "metrics",
     "created_at",
@@ -70,6 +85,7 @@ class ModelSpec:
     folder: Path
     encoder: GraphSpec | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the numeric top-level metrics
+    files: Mapping[str, str] = field(default_factory=dict)  # other files -> sha256 ("files")
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -110,59 +126,146 @@ def parse_document(document: dict[str, Any], folder: Path) -> ModelSpec:
             raise ModelRepositoryError(f"{json_path}: missing key {key!r}")
         value = parent[key]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ModelRepositoryError(f"{json_path}: {key!r} has the wrong type ({value!r})")
+            raise ModelRepositoryError(f"{json_path}: {key!r} has the wrong type ({_shown(value)})")
         return value
 
     layout = document.get("format", FORMAT)
     if layout != FORMAT:
-        raise ModelRepositoryError(f"{json_path}: format {layout!r}; this server reads {FORMAT!r}")
+        raise ModelRepositoryError(
+            f"{json_path}: format {_shown(layout)}; this server reads {FORMAT!r}"
+        )
+    name = need("name", str)
     latent_dim = need("latent_dim", int)
     num_classes = need("num_classes", int)
     image_shape = need("image_shape", list)
-    class_names = document.get("class_names", [str(index) for index in range(num_classes)])
-    if latent_dim < 1 or num_classes < 1:
-        raise ModelRepositoryError(f"{json_path}: latent_dim and num_classes must be positive")
-    if len(image_shape) != 2 or not all(isinstance(d, int) and d > 0 for d in image_shape):
-        raise ModelRepositoryError(f"{json_path}: image_shape must be [H, W], got {image_shape!r}")
+    _check_range(json_path, "latent_dim", latent_dim, MAX_LATENT_DIM)
+    _check_range(json_path, "num_classes", num_classes, MAX_CLASSES)
+    if len(image_shape) != 2 or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in image_shape
+    ):
+        raise ModelRepositoryError(
+            f"{json_path}: image_shape must be [H, W], got {_shown(image_shape)}"
+        )
+    if image_shape[0] * image_shape[1] > MAX_IMAGE_PIXELS:
+        raise ModelRepositoryError(
+            f"{json_path}: image_shape {image_shape} has more than {MAX_IMAGE_PIXELS} pixels"
+        )
+    # Only now that num_classes is bounded may a default list of that length be built.
+    class_names = document.get("class_names")
+    if class_names is None:
+        class_names = [str(index) for index in range(num_classes)]
     if not isinstance(class_names, list) or len(class_names) != num_classes:
         raise ModelRepositoryError(
             f"{json_path}: class_names must list num_classes={num_classes} names"
+        )
+    if not all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME_CHARS for n in class_names):
+        raise ModelRepositoryError(
+            f"{json_path}: class_names must be strings of at most {MAX_CLASS_NAME_CHARS} characters"
         )
     decoder = _graph(DECODER, DECODER_FILE, document, need, json_path)
     encoder = None
     if ENCODER in document:
         entry = need(ENCODER, dict)
         encoder = _graph(ENCODER, need("file", str, entry), entry, need, json_path)
+    files = _files(document.get(FILES, {}), json_path)
+    graph_files = {decoder.file} | ({encoder.file} if encoder is not None else set())
+    if encoder is not None and encoder.file == decoder.file:
+        raise ModelRepositoryError(f"{json_path}: the encoder and decoder share {decoder.file!r}")
+    if graph_files & set(files):
+        raise ModelRepositoryError(
+            f"{json_path}: {FILES!r} lists a graph file ({sorted(graph_files & set(files))}); "
+            "graphs are hashed by their onnx_sha256"
+        )
     raw_metrics = document.get("metrics", {})
     metrics = {
         str(key): float(value)
         for key, value in (raw_metrics.items() if isinstance(raw_metrics, dict) else [])
-        if isinstance(value, int | float) and not isinstance(value, bool)
+        if _finite_number(value)
     }
     return ModelSpec(
-        name=need("name", str),
+        name=name,
         version=str(need("version", (str, int))),
         latent_dim=latent_dim,
         num_classes=num_classes,
-        class_names=tuple(str(name) for name in class_names),
+        class_names=tuple(class_names),
         image_shape=(image_shape[0], image_shape[1]),
         decoder=decoder,
         folder=folder,
         encoder=encoder,
         metrics=metrics,
+        files=files,
         document=document,
     )
 
 
+def _check_range(json_path: Path, key: str, value: int, maximum: int) -> None:
+    if not 1 <= value <= maximum:
+        raise ModelRepositoryError(
+            f"{json_path}: {key} must be in [1, {maximum}], got {_shown(value)}"
+        )
+
+
+def _finite_number(value: Any) -> bool:
+    """A metric GetModelInfo can report: a finite int or float (not bool, not 400 digits)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _files(entry: Any, json_path: Path) -> dict[str, str]:
+    if not isinstance(entry, dict):
+        raise ModelRepositoryError(f"{json_path}: {FILES!r} must map file names to sha256s")
+    for file, digest in entry.items():
+        _check_file_name(file, FILES, json_path)
+        if not _is_sha256(digest):
+            raise ModelRepositoryError(
+                f"{json_path}: {FILES!r} entry {file!r} is not a hex sha256 ({_shown(digest)})"
+            )
+    return {str(file): str(digest).lower() for file, digest in entry.items()}
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value.lower()) <= _SHA256_HEX
+
+
+def _check_file_name(file: str, role: str, json_path: Path) -> None:
+    if (
+        "/" in file
+        or "\\" in file
+        or "\0" in file
+        or file in ("", ".", "..", DESCRIPTION_FILE)
+        or len(file) > 255
+    ):
+        raise ModelRepositoryError(
+            f"{json_path}: {role} file {_shown(file)} is not a plain file name"
+        )
+
+
+def _shown(value: Any) -> str:
+    """repr(value), cut short: a hostile model.json must not make a log line of megabytes."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _graph(role: str, file: str, entry: dict[str, Any], need: Any, json_path: Path) -> GraphSpec:
-    if "/" in file or "\\" in file or file in ("", ".", "..", DESCRIPTION_FILE):
-        raise ModelRepositoryError(f"{json_path}: {role} file {file!r} is not a plain file name")
+    _check_file_name(file, role, json_path)
     input_roles, output_roles = GRAPH_ROLES[role]
     inputs, outputs = need("inputs", dict, entry), need("outputs", dict, entry)
+    digest = need("onnx_sha256", str, entry)
+    if not _is_sha256(digest):
+        raise ModelRepositoryError(
+            f"{json_path}: {role} onnx_sha256 is not a hex sha256 ({_shown(digest)})"
+        )
     return GraphSpec(
         role=role,
         file=file,
-        sha256=need("onnx_sha256", str, entry),
+        sha256=digest.lower(),
         inputs={key: need(key, str, inputs) for key in input_roles},
         outputs={key: need(key, str, outputs) for key in output_roles},
     )
@@ -182,6 +285,7 @@ def model_document(
     metrics: dict[str, Any],
     created_at: str,
     encoder: GraphSpec | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The model.json document of a version, its keys in KEY_ORDER (parse_document reads it)."""
     document: dict[str, Any] = {
@@ -207,4 +311,6 @@ def model_document(
             "inputs": dict(encoder.inputs),
             "outputs": dict(encoder.outputs),
         }
+    if files:
+        document[FILES] = dict(files)
     return {key: document[key] for key in KEY_ORDER if key in document}

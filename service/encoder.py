@@ -14,10 +14,9 @@ import onnxruntime as ort
 
 from modelrepo import GraphSpec, ModelSpec
 from service.errors import ModelLoadError
-from service.runtime import RuntimeOptions, first_line_of, open_session
+from service.runtime import RuntimeOptions, first_line_of, invariance_slices, open_session
 
 _WARMUP_BATCHES = (1, 7)
-_INVARIANCE_ROWS = 37
 
 
 class EncoderRuntime:
@@ -64,7 +63,7 @@ def load_encoder(model: ModelSpec, options: RuntimeOptions) -> EncoderRuntime | 
     session = open_session(path, options)
     _check_signature(model.encoder, path, session)
     encoder = EncoderRuntime(model, model.encoder, session)
-    _warm_up(encoder)
+    _warm_up(encoder, options.max_batch)
     return encoder
 
 
@@ -85,30 +84,43 @@ def _check_signature(graph: GraphSpec, path: object, session: ort.InferenceSessi
             )
 
 
-def _warm_up(encoder: EncoderRuntime) -> None:
+def _warm_up(encoder: EncoderRuntime, max_batch: int) -> None:
+    """Like the decoder's (service/runtime.py): odd batch sizes, every label, and `max_batch`
+    random rows, each output of the right shape and finite; then the batch-invariance check."""
     model = encoder.model
     rng = np.random.default_rng(0)
-    for batch in _WARMUP_BATCHES:
-        images = rng.random((batch, *model.image_shape), dtype=np.float32)
-        labels = np.arange(batch, dtype=np.int64) % model.num_classes
-        try:
-            stats = encoder.run(images, labels)
-        except Exception as error:  # onnxruntime raises its own, undocumented exception types
-            raise ModelLoadError(
-                f"{encoder.path}: warm-up run failed ({first_line_of(error)})"
-            ) from None
-        expected = (batch, 2 * model.latent_dim)
-        if stats.shape != expected or stats.dtype != np.float32:
-            shown = [batch, stats.shape[1] // 2] if stats.ndim == 2 else list(stats.shape)
-            raise ModelLoadError(
-                f"{encoder.path}: warm-up outputs are {stats.dtype}{shown} each, model.json "
-                f"says float32{[batch, model.latent_dim]}"
-            )
-        if not np.all(np.isfinite(stats)):
-            raise ModelLoadError(f"{encoder.path}: warm-up output holds NaN or Inf")
-    count = _INVARIANCE_ROWS
+    step = max(1, max_batch)
+    batches = [np.arange(batch, dtype=np.int64) % model.num_classes for batch in _WARMUP_BATCHES]
+    batches += [
+        np.arange(start, min(start + step, model.num_classes), dtype=np.int64)
+        for start in range(0, model.num_classes, step)
+    ]
+    for labels in batches:
+        images = rng.random((len(labels), *model.image_shape), dtype=np.float32)
+        _checked_run(encoder, images, labels)
+    count = step
     images = rng.random((count, *model.image_shape), dtype=np.float32)
-    labels = rng.integers(0, model.num_classes, count).astype(np.int64)
-    whole = encoder.run(images, labels)
-    pieces = [encoder.run(images[a:b], labels[a:b]) for a, b in ((0, 1), (1, 4), (4, count))]
+    labels = rng.permutation(np.arange(count) % model.num_classes).astype(np.int64)
+    whole = _checked_run(encoder, images, labels)
+    pieces = [encoder.run(images[a:b], labels[a:b]) for a, b in invariance_slices(count)]
     encoder.batch_invariant = bool(np.array_equal(np.concatenate(pieces), whole))
+
+
+def _checked_run(encoder: EncoderRuntime, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    model = encoder.model
+    batch = len(labels)
+    try:
+        stats = encoder.run(images, labels)
+    except Exception as error:  # onnxruntime raises its own, undocumented exception types
+        first_line = first_line_of(error)
+        raise ModelLoadError(f"{encoder.path}: warm-up run failed ({first_line})") from None
+    expected = (batch, 2 * model.latent_dim)
+    if stats.shape != expected or stats.dtype != np.float32:
+        shown = [batch, stats.shape[1] // 2] if stats.ndim == 2 else list(stats.shape)
+        raise ModelLoadError(
+            f"{encoder.path}: warm-up outputs are {stats.dtype}{shown} each, model.json "
+            f"says float32{[batch, model.latent_dim]}"
+        )
+    if not np.all(np.isfinite(stats)):
+        raise ModelLoadError(f"{encoder.path}: warm-up output holds NaN or Inf")
+    return stats

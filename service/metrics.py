@@ -92,6 +92,12 @@ class ServiceMetrics:
             "cvae_model_reloads", "Model versions loaded or refused, by outcome", ["outcome"],
             registry=registry,
         )  # fmt: skip
+        self.refused_model = Gauge(
+            "cvae_model_refused_info",
+            "1 for each model version on disk that failed to load (tried again when its files "
+            "change)",
+            ["version"], registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.expired_images = Counter(
             "cvae_expired_images",
             "Images dropped unrun because the caller's deadline passed",
@@ -170,8 +176,15 @@ class ServiceMetrics:
         with contextlib.suppress(KeyError):
             self.model_info.remove(name, version)
 
-    def model_refused(self) -> None:
+    def model_refused(self, version: str) -> None:
         self.model_reloads.labels("refused").inc()
+        self.refused_model.labels(version).set(1)
+
+    def refusal_cleared(self, version: str) -> None:
+        """`version` loaded after all, or its folder is gone."""
+        self.refused_model.labels(version).set(0)  # see model_unloaded
+        with contextlib.suppress(KeyError):
+            self.refused_model.remove(version)
 
     def model_served(self, name: str, version: str) -> None:
         """`version` now answers calls that pin none; the one before it no longer does."""

@@ -38,7 +38,12 @@ def runtime_options(settings: ServiceSettings) -> RuntimeOptions:
     """intra_op_threads 0 shares the CPU budget among every decoder call that may run at once."""
     shares = settings.workers * settings.decoder_slots
     threads = settings.intra_op_threads or max(1, (settings.cpus or usable_cpus()) // shares)
-    return RuntimeOptions(intra_op_threads=threads, niceness=settings.decoder_niceness)
+    return RuntimeOptions(
+        intra_op_threads=threads,
+        niceness=settings.decoder_niceness,
+        max_batch=settings.max_batch,
+        max_model_bytes=settings.max_model_bytes,
+    )
 
 
 def request_limits(settings: ServiceSettings) -> RequestLimits:

@@ -49,7 +49,8 @@ def call_in_lowered_thread(niceness: int, function: Callable[[], _Result]) -> _R
         except BaseException as error:  # handed back to the caller below
             failure.append(error)
 
-    thread = threading.Thread(target=target, name="lowered-priority")
+    # A daemon: a load abandoned inside it (service/reload.py) must not hold up the exit.
+    thread = threading.Thread(target=target, name="lowered-priority", daemon=True)
     thread.start()
     thread.join()
     if failure:

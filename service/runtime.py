@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 _WARMUP_BATCHES = (1, 7)  # odd sizes: catch a graph that only works for one batch size
-_INVARIANCE_ROWS = 37
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class RuntimeOptions:
 
     intra_op_threads: int  # threads per decoder call (ServiceSettings.intra_op_threads, resolved)
     niceness: int  # added to onnxruntime's worker threads (ServiceSettings.decoder_niceness)
+    max_batch: int  # the largest batch the batcher runs: warm-up checks rows up to it
+    max_model_bytes: int  # a version's files together (ServiceSettings.max_model_bytes)
     # Busy-waiting worker threads steal the CPU the gRPC event loop needs; keep them asleep.
     allow_spinning: bool = False
 
@@ -71,11 +73,11 @@ class ModelRuntime:
 def load_runtime(folder: Path, options: RuntimeOptions) -> ModelRuntime:
     """Read, verify, load and warm up the version in `folder`, or raise ModelLoadError."""
     started = time.perf_counter()
-    spec = read_spec(folder)
+    spec = read_spec(folder, options.max_model_bytes)
     session = open_session(spec.onnx_path, options)
     _check_signature(spec, session)
     runtime = ModelRuntime(spec, session)
-    _warm_up(runtime)
+    _warm_up(runtime, options.max_batch)
     from service.encoder import load_encoder  # it builds on this module
 
     runtime.encoder = load_encoder(spec, options)
@@ -122,6 +124,13 @@ def _check_signature(spec: ModelSpec, session: ort.InferenceSession) -> None:
     for name, dtype in expected_inputs.items():
         if inputs[name].type != dtype:
             raise ModelLoadError(f"{where}: input {name!r} is {inputs[name].type}, not {dtype}")
+    latent_shape = inputs[spec.latent_input].shape
+    declared = latent_shape[-1] if latent_shape else None
+    if isinstance(declared, int) and declared != spec.latent_dim:
+        raise ModelLoadError(
+            f"{where}: input {spec.latent_input!r} has {declared} columns, model.json says "
+            f"latent_dim {spec.latent_dim}"
+        )
     if spec.image_output not in outputs:
         raise ModelLoadError(
             f"{where}: graph outputs {sorted(outputs)} lack model.json output {spec.image_output!r}"
@@ -133,25 +142,21 @@ def _check_signature(spec: ModelSpec, session: ort.InferenceSession) -> None:
         )
 
 
-def _warm_up(runtime: ModelRuntime) -> None:
+def _warm_up(runtime: ModelRuntime, max_batch: int) -> None:
+    """Odd batch sizes, then every label, then batches of up to `max_batch` random rows: each
+    output must have model.json's shape and be finite, so a model that fails for one label or
+    one batch size is refused here instead of answering calls with NaN."""
     spec = runtime.spec
     for batch in _WARMUP_BATCHES:
         latents = np.zeros((batch, spec.latent_dim), dtype=np.float32)
         labels = np.arange(batch, dtype=np.int64) % spec.num_classes
-        try:
-            images = runtime.run(latents, labels)
-        except Exception as error:  # a graph that loads but cannot run, e.g. wrong shapes inside
-            first_line = first_line_of(error)
-            raise ModelLoadError(f"{spec.onnx_path}: warm-up run failed ({first_line})") from None
-        expected = (batch, *spec.image_shape)
-        if images.shape != expected or images.dtype != np.float32:
-            raise ModelLoadError(
-                f"{spec.onnx_path}: warm-up output {spec.image_output!r} is "
-                f"{images.dtype}{list(images.shape)}, model.json says float32{list(expected)}"
-            )
-        if not np.all(np.isfinite(images)):
-            raise ModelLoadError(f"{spec.onnx_path}: warm-up output holds NaN or Inf")
-    runtime.batch_invariant = _rows_independent_of_batch(runtime)
+        _checked_run(runtime, latents, labels, "warm-up")
+    step = max(1, max_batch)
+    for start in range(0, spec.num_classes, step):
+        labels = np.arange(start, min(start + step, spec.num_classes), dtype=np.int64)
+        latents = np.zeros((len(labels), spec.latent_dim), dtype=np.float32)
+        _checked_run(runtime, latents, labels, f"warm-up of labels {start}-{labels[-1]}")
+    runtime.batch_invariant = _rows_independent_of_batch(runtime, max_batch)
     if not runtime.batch_invariant:
         _LOGGER.warning(
             "%s: a row's output depends on the rows batched with it; requests of this version "
@@ -160,15 +165,45 @@ def _warm_up(runtime: ModelRuntime) -> None:
         )
 
 
-def _rows_independent_of_batch(runtime: ModelRuntime) -> bool:
-    """Decode random rows as one batch, in odd slices and one by one: all bytes must agree."""
+def _checked_run(
+    runtime: ModelRuntime, latents: np.ndarray, labels: np.ndarray, what: str
+) -> np.ndarray:
+    spec = runtime.spec
+    try:
+        images = runtime.run(latents, labels)
+    except Exception as error:  # a graph that loads but cannot run, e.g. wrong shapes inside
+        first_line = first_line_of(error)
+        raise ModelLoadError(f"{spec.onnx_path}: {what} run failed ({first_line})") from None
+    expected = (len(labels), *spec.image_shape)
+    if images.shape != expected or images.dtype != np.float32:
+        raise ModelLoadError(
+            f"{spec.onnx_path}: {what} output {spec.image_output!r} is "
+            f"{images.dtype}{list(images.shape)}, model.json says float32{list(expected)}"
+        )
+    if not np.all(np.isfinite(images)):
+        bad = sorted({int(label) for label in labels[~np.isfinite(images).all(axis=(1, 2))]})
+        raise ModelLoadError(
+            f"{spec.onnx_path}: {what} output holds NaN or Inf (labels {bad[:10]})"
+        )
+    return images
+
+
+def invariance_slices(rows: int) -> list[tuple[int, int]]:
+    """Where a batch of `rows` is cut to compare it with its pieces: 1 row, 3 rows, the rest."""
+    cuts = sorted({0, min(1, rows), min(4, rows), rows})
+    return list(itertools.pairwise(cuts))
+
+
+def _rows_independent_of_batch(runtime: ModelRuntime, max_batch: int) -> bool:
+    """Decode `max_batch` random rows (the largest batch the batcher runs) as one batch, in odd
+    slices and one by one: all bytes must agree."""
     spec = runtime.spec
     rng = np.random.default_rng(0)
-    count = _INVARIANCE_ROWS
+    count = max(1, max_batch)
     latents = rng.standard_normal((count, spec.latent_dim), dtype=np.float32)
-    labels = rng.integers(0, spec.num_classes, count).astype(np.int64)
-    whole = runtime.run(latents, labels)
-    pieces = [runtime.run(latents[a:b], labels[a:b]) for a, b in ((0, 1), (1, 4), (4, count))]
+    labels = rng.permutation(np.arange(count) % spec.num_classes).astype(np.int64)
+    whole = _checked_run(runtime, latents, labels, f"warm-up of {count} random rows")
+    pieces = [runtime.run(latents[a:b], labels[a:b]) for a, b in invariance_slices(count)]
     return np.array_equal(np.concatenate(pieces), whole)
 
 

@@ -110,6 +110,7 @@ class GenerationServer:
             self.registry,
             runtime_options(settings),
             self.metrics,
+            settings.model_load_timeout_s,
         )
         self.guard = CallGuard(
             settings.concurrent_rpcs_limit, settings.message_timeout_s, self.metrics
@@ -227,7 +228,18 @@ class GenerationServer:
     async def load(self) -> None:
         """Load and warm up the newest version, then turn health SERVING."""
         settings = self.settings
-        runtime = await self.reloader.load_initial()
+        # A stop signal ends start-up whatever the load is doing (it is abandoned in its thread).
+        loading = asyncio.ensure_future(self.reloader.load_initial())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait((loading, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not loading.done():
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            _LOGGER.info("stop signal during start-up: the model load is abandoned")
+            return
+        runtime = loading.result()
         gc.collect()
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
         for name in _HEALTH_NAMES:

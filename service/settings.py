@@ -227,6 +227,17 @@ class ServiceSettings:
         default=2, metadata=_about("model versions kept loaded", minimum=1, maximum=16)
     )
     """Newest versions kept in memory so that pinned requests to the previous one still work."""
+    model_load_timeout_s: float = field(
+        default=60.0,
+        metadata=_about("most seconds to read, load and warm up a version", minimum=0.1),
+    )
+    """A version that takes longer to load is refused (its load is abandoned), so that one
+    hostile file cannot hold the reload watcher or start-up; the shipped one loads in ~1 s."""
+    max_model_bytes: int = field(
+        default=1 << 30,
+        metadata=_about("most bytes of one version's files together", minimum=1),
+    )
+    """A bigger version is refused before its files are read (model.json alone: at most 1 MiB)."""
     log_format: str = field(
         default="text", metadata=_about("log line format", choices=("text", "json"))
     )

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modelrepo import ModelRepository, read_spec
+from modelrepo import newest_readable_spec
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class SupervisorError(Exception):
 
 def supervise(settings: ServiceSettings) -> int:
     """Run `settings.workers` servers on one port until SIGTERM/SIGINT; 0 after a clean stop."""
-    repository = ModelRepository(settings.model_repository, settings.model_name)
-    read_spec(repository.newest().path)  # raises ModelLoadError naming the file
+    # Some version must read (the workers serve the newest that loads); else one error line.
+    newest_readable_spec(settings.model_repository, settings.model_name)
     with reserve_port(settings.host, settings.port) as holder, _metrics_folder() as folder:
         port = int(holder.getsockname()[1])
         pool = WorkerPool(dataclasses.replace(settings, port=port, metrics_port=0), folder)

@@ -51,7 +51,7 @@ def _no_model(root: Path) -> Path:
         (_broken("missing_key"), "model.json", "missing key 'latent_dim'"),
         (_broken("wrong_output_shape"), "model.onnx", "model.json says float32[1, 28, 28]"),
         (_empty_onnx, "model.onnx", "does not match onnx_sha256"),
-        (_json_is_a_folder, "model.json", "cannot be read"),
+        (_json_is_a_folder, "model.json", "not a regular file (a folder)"),
         (_no_version, "", "no version folder"),
         (_no_model, "", "holds no model folder"),
     ],
