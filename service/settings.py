@@ -194,6 +194,13 @@ class ServiceSettings:
     """Above 1, `cvae serve` becomes a supervisor of this many server processes listening on one
     port (SO_REUSEPORT), each with its own event loop, batcher, model copy and health; /metrics
     (served by the supervisor) sums them. 1 is a single process that owns its port."""
+    worker_liveness_s: float = field(
+        default=10.0,
+        metadata=_about("with --workers > 1: a worker silent this long counts as dead", minimum=1),
+    )
+    """Each worker's event loop beats every second into memory shared with the supervisor; one
+    whose beat is this old (stopped, deadlocked, its loop stuck) is killed and handled as a
+    worker that died: the others stop and the supervisor exits 1, so the pod is restarted."""
     decoder_slots: int = field(
         default=2, metadata=_about("decoder calls that may run at once", minimum=1, maximum=64)
     )

@@ -11,6 +11,9 @@ on the same port, and the kernel spreads connections over them. The supervisor:
   exits 0 once all stopped cleanly. A worker that dies stops the others and the supervisor exits
   1, so that Kubernetes restarts the pod. A killed supervisor takes its workers with it
   (PR_SET_PDEATHSIG: they drain as on SIGTERM).
+- watches that each worker is alive, not merely present: every worker's event loop writes the
+  time into a shared value each second (`_beat`), and a worker whose beat is older than
+  `--worker-liveness-s` (SIGSTOPped, deadlocked, its loop stuck) is killed and handled as dead.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _LOGGER = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _KILL_MARGIN_S = 5.0  # past the grace period, a worker that has not exited is killed
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_BEAT_S = 1.0  # how often a worker's event loop writes its heartbeat
 
 
 class SupervisorError(Exception):
@@ -75,6 +79,9 @@ def reserve_port(host: str, port: int) -> Iterator[socket.socket]:
         raise SupervisorError(f"--port {port}: cannot listen on {address} ({error})") from None
     with holder:
         try:
+            # SO_REUSEADDR as gRPC's own listeners set it: connections of a server that just
+            # stopped on this port (TIME_WAIT) must not keep the port for a minute.
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             holder.bind(where)
         except OSError as error:
@@ -119,7 +126,9 @@ class _Worker:
     index: int
     process: Any  # multiprocessing's SpawnProcess
     report: Connection  # a start failure's message comes back here
+    beat: Any  # multiprocessing Value("d"): CLOCK_MONOTONIC of the worker loop's last beat
     done: bool = False
+    hung: bool = False
 
 
 class WorkerPool:
@@ -165,14 +174,15 @@ class WorkerPool:
 
     def _start(self, index: int) -> None:
         receiver, sender = self._context.Pipe(duplex=False)
+        beat = self._context.Value("d", 0.0, lock=False)  # 0: not beating yet (starting)
         process = self._context.Process(
             target=run_worker,
-            args=(self.settings, index, os.getpid(), sender),
+            args=(self.settings, index, os.getpid(), sender, beat),
             name=f"cvae-serve-worker-{index}",
         )
         process.start()
         sender.close()
-        self._workers.append(_Worker(index, process, receiver))
+        self._workers.append(_Worker(index, process, receiver, beat))
 
     def _on_signal(self, number: int, _frame: FrameType | None) -> None:
         self._signals.append(number)  # handled by _watch, outside the signal handler
@@ -189,6 +199,7 @@ class WorkerPool:
                     pass
             while self._signals:
                 self._forward(self._signals.pop(0))
+            self._kill_hung()
             for worker in self._workers:
                 if not worker.done and worker.process.exitcode is not None:
                     self._reap(worker)
@@ -196,6 +207,25 @@ class WorkerPool:
                 _LOGGER.error("workers still running past the grace period: killing them")
                 self._failed = True
                 self._stop_all(force=True)
+
+    def _kill_hung(self) -> None:
+        """SIGKILL every worker whose loop has not beaten for --worker-liveness-s; `_reap` then
+        handles it as a worker that died."""
+        now = time.monotonic()
+        for worker in self._workers:
+            beat = worker.beat.value
+            if worker.done or worker.hung or not beat:
+                continue
+            silent = now - beat
+            if silent > self.settings.worker_liveness_s:
+                worker.hung = True
+                _LOGGER.error(
+                    "worker %d (pid %d) has not answered for %.0f s (--worker-liveness-s %g): "
+                    "killing it", worker.index, worker.process.pid, silent,
+                    self.settings.worker_liveness_s,
+                )  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGKILL)
 
     def _forward(self, number: int) -> None:
         if number in _STOP_SIGNALS and self._stop_deadline is None:
@@ -257,7 +287,7 @@ def _received(report: Connection) -> str | None:
 
 
 def run_worker(
-    settings: ServiceSettings, index: int, supervisor_pid: int, report: Connection
+    settings: ServiceSettings, index: int, supervisor_pid: int, report: Connection, beat: Any
 ) -> None:
     """One worker process: the single-process server on the shared port (exit code = its)."""
     # Until the server installs its handlers: a stop before then ends the worker quietly, and
@@ -275,17 +305,35 @@ def run_worker(
 
     from service.errors import ModelLoadError
     from service.logs import configure_logging
-    from service.server import StartupError, serve
+    from service.server import StartupError
 
     configure_logging(settings.log_format, settings.log_level, worker=index)
     try:
-        code = asyncio.run(serve(settings))
+        code = asyncio.run(_serve_beating(settings, beat))
     except (ModelLoadError, StartupError) as error:
         report.send(str(error))
         code = 1
     finally:
         report.close()
     sys.exit(code)
+
+
+async def _serve_beating(settings: ServiceSettings, beat: Any) -> int:
+    """`serve`, with this event loop writing its heartbeat into `beat` every second."""
+    import asyncio
+
+    from service.server import serve
+
+    async def beating() -> None:
+        while True:
+            beat.value = time.monotonic()
+            await asyncio.sleep(_BEAT_S)
+
+    heart = asyncio.ensure_future(beating())
+    try:
+        return await serve(settings)
+    finally:
+        heart.cancel()
 
 
 def _exit_now(_number: int, _frame: FrameType | None) -> None:

@@ -6,9 +6,11 @@ established TCP connection to the port belongs to exactly one worker's file desc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -329,3 +331,38 @@ def test_zero_workers_is_refused_naming_flag_and_variable(model_repo: Path) -> N
     result = run_serve(model_repo, "--workers", "0")
     assert result.returncode == 2
     assert "--workers (CVAE_WORKERS): 0 is outside [1, 64]" in result.stderr
+
+
+def test_workers_start_on_the_port_a_stopped_server_just_left(model_repo: Path) -> None:
+    """The stopped server's connections linger in TIME_WAIT on the port; the supervisor's port
+    reservation must not fail on them (SO_REUSEADDR, as gRPC's own listeners)."""
+    with ServerProcess(model_repo, metrics=False) as single:
+        for _ in range(3):  # the server closes first (not HTTP/2): its side stays in TIME_WAIT
+            with socket.create_connection(("127.0.0.1", single.port), timeout=10) as raw:
+                raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                while raw.recv(4096):
+                    pass
+        port = single.port
+    workers = ServerProcess(model_repo, "--workers", "2", metrics=False)
+    workers.port = port
+    try:
+        workers.start()
+        _wait_workers_serving(workers, 2)
+    finally:
+        workers.stop()
+
+
+def test_a_stopped_worker_is_detected_and_handled_as_a_dead_one(model_repo: Path) -> None:
+    """SIGSTOP leaves the process present but dead to its callers: its missing heartbeat gets
+    it killed, the other worker stops and the supervisor exits 1 (the pod restarts)."""
+    args = ("--worker-liveness-s", "3", "--grace-period-s", "5")
+    server, pids = _start_workers(model_repo, *args, metrics=False)
+    try:
+        os.kill(pids[0], signal.SIGSTOP)
+        assert server.wait(60) == 1
+        assert f"worker 0 (pid {pids[0]}) has not answered for" in server.log()
+        assert _wait_gone(list(pids.values())) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGKILL)
+        server.stop()
