@@ -11,11 +11,15 @@ C64_P99_MS = 25.0
 C1_P50_MS = 1.0
 SERVING_WITHIN_S = 1.0
 RSS_MIB = 200.0
+# The Open Inference Protocol's bars: against Triton on the same protocol, against in-process
+# onnxruntime, and against cvae.v1 for the same work.
+OIP_C64_VS_TRITON = 1.5
+OIP_VS_CVAE_V1 = 0.9
 
 
-def ok_rows(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Scenario name -> row, for the rows that measured something."""
-    return {row["scenario"]: row for row in section.get("rows", []) if "images_per_s" in row}
+def ok_rows(section: dict[str, Any], key: str = "rows") -> dict[str, dict[str, Any]]:
+    """Scenario name -> row, for the rows (of `key`) that measured something."""
+    return {row["scenario"]: row for row in section.get(key, []) if "images_per_s" in row}
 
 
 def best_floor(results: dict[str, Any], batch: int) -> dict[str, Any] | None:
@@ -45,6 +49,20 @@ def ratios_and_targets(results: dict[str, Any]) -> dict[str, Any]:
             name: _ratio(row["images_per_s"], triton[name]["images_per_s"])
             for name, row in batching.items()
             if name in triton
+        },
+    }
+    oip = ok_rows(services[0], "oip_grpc_rows") if services else {}
+
+    def rate(rows: dict[str, dict[str, Any]], name: str) -> Any:
+        return rows.get(name, {}).get("images_per_s")
+
+    ratios["oip"] = {
+        "c64_vs_triton": _ratio(rate(oip, "singles-c64-uint8"), rate(triton, "singles-c64-uint8")),
+        "big_vs_onnxruntime_256": _ratio(
+            rate(oip, "big-2x256-uint8"), floor_256 and floor_256["images_per_s"]
+        ),
+        "vs_cvae_v1": {
+            name: _ratio(rate(oip, name), rate(batching, name)) for name in oip if name in batching
         },
     }
     c64, c1 = batching.get("singles-c64-uint8"), batching.get("singles-c1-uint8")
@@ -82,6 +100,27 @@ def ratios_and_targets(results: dict[str, Any]) -> dict[str, Any]:
             first.get("rss_mib_after_load"),
             lambda value: value * 1.048576 <= RSS_MIB,
             "{:.0f} MiB",
+        ),
+        _target(
+            "OIP gRPC: 64 concurrent singles ≥ 1.5× Triton's images/s (same protocol)",
+            ratios["oip"]["c64_vs_triton"],
+            lambda value: value >= OIP_C64_VS_TRITON,
+            "{:.2f}×",
+        ),
+        _target(
+            "OIP gRPC: 2 × 256 images ≥ 95% of in-process onnxruntime at batch 256",
+            ratios["oip"]["big_vs_onnxruntime_256"],
+            lambda value: value >= BIG_VS_ONNXRUNTIME,
+            "{:.2f}×",
+        ),
+        *(
+            _target(
+                f"OIP gRPC within 10% of cvae.v1 for the same work ({name})",
+                value,
+                lambda value: value >= OIP_VS_CVAE_V1,
+                "{:.2f}×",
+            )
+            for name, value in ratios["oip"]["vs_cvae_v1"].items()
         ),
     ]
     return {"ratios": ratios, "targets": targets}

@@ -7,8 +7,12 @@ big-endian bytes, then the serialized protobuf. h2load posts such a body with th
 
 from __future__ import annotations
 
+import json
 import struct
 
+import numpy as np
+
+from cvae.inference import grpc_service_pb2 as oip_pb2
 from cvae.v1 import generator_pb2
 
 GENERATE_PATH = "/cvae.v1.Generator/Generate"
@@ -73,3 +77,49 @@ def generate_frame(images: int, encoding: str, *, seed: int = 1234, num_classes:
     return encode_frame(
         generate_request(images, encoding, seed=seed, num_classes=num_classes).SerializeToString()
     )
+
+
+def infer_request(
+    model_name: str, images: int, *, seed: int = 1234, num_classes: int = 10
+) -> oip_pb2.ModelInferRequest:
+    """The Open Inference Protocol's request for the same work as `generate_request` (labels
+    cycling through the classes, seeded), asking for UINT8 images: the same bytes on the wire."""
+    if images < 1:
+        raise ValueError("a request needs at least one image")
+    labels = np.arange(images, dtype="<i4") % num_classes
+    request = oip_pb2.ModelInferRequest(
+        model_name=model_name,
+        inputs=[
+            oip_pb2.ModelInferRequest.InferInputTensor(
+                name="label", datatype="INT32", shape=[images]
+            )
+        ],
+        outputs=[oip_pb2.ModelInferRequest.InferRequestedOutputTensor(name="image")],
+        raw_input_contents=[labels.tobytes()],
+    )
+    request.parameters["seed"].int64_param = seed
+    request.outputs[0].parameters["datatype"].string_param = "UINT8"
+    return request
+
+
+def infer_frame(model_name: str, images: int, *, seed: int = 1234, num_classes: int = 10) -> bytes:
+    return encode_frame(
+        infer_request(model_name, images, seed=seed, num_classes=num_classes).SerializeToString()
+    )
+
+
+def infer_json(model_name: str, images: int, *, seed: int = 1234, num_classes: int = 10) -> bytes:
+    """The same request as JSON for the protocol's HTTP endpoint (/v2/models/NAME/infer)."""
+    body = {
+        "inputs": [
+            {
+                "name": "label",
+                "datatype": "INT32",
+                "shape": [images],
+                "data": [index % num_classes for index in range(images)],
+            }
+        ],
+        "parameters": {"seed": seed},
+        "outputs": [{"name": "image", "parameters": {"datatype": "UINT8"}}],
+    }
+    return json.dumps(body).encode()

@@ -118,10 +118,17 @@ def command(
     duration_s: float | None = None,
     requests: int | None = None,
     log_file: Path | None = None,
+    headers: tuple[str, ...] = GRPC_HEADERS,
+    http1: bool = False,
 ) -> list[str]:
-    """The h2load command line for `connections` × `streams` concurrent calls of one frame."""
+    """The h2load command line for `connections` × `streams` concurrent calls of one frame
+    (or, with `http1`, of one HTTP/1.1 POST body: `streams` must then be 1)."""
+    if http1 and streams != 1:
+        raise ValueError("HTTP/1.1 has one request in flight per connection")
     args = [h2load_path(), "-c", str(connections), "-m", str(streams), "-d", str(body)]
-    for header in GRPC_HEADERS:
+    if http1:
+        args.append("--h1")
+    for header in headers:
         args += ["-H", header]
     if duration_s is not None:
         args += ["-D", f"{max(1, round(duration_s * 1000))}ms"]
@@ -152,12 +159,26 @@ def run(
     requests: int | None = None,
     warmup_s: float = 0.0,
     max_connections: int = 4,
+    headers: tuple[str, ...] = GRPC_HEADERS,
+    http1: bool = False,
 ) -> LoadResult:
     """Warm up, then load the server for `duration_s` (or `requests` calls); latencies come from
-    h2load's own per-request log."""
-    connections, streams = split_concurrency(concurrency, max_connections)
+    h2load's own per-request log. Over HTTP/1.1 each concurrent call is its own connection."""
+    connections, streams = (
+        (concurrency, 1) if http1 else split_concurrency(concurrency, max_connections)
+    )
     if warmup_s > 0:
-        _h2load(command(url, body, connections=connections, streams=streams, duration_s=warmup_s))
+        _h2load(
+            command(
+                url,
+                body,
+                connections=connections,
+                streams=streams,
+                duration_s=warmup_s,
+                headers=headers,
+                http1=http1,
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="h2load-") as scratch:
         log_path = Path(scratch) / "requests.tsv"
         stdout = _h2load(
@@ -169,6 +190,8 @@ def run(
                 duration_s=duration_s,
                 requests=requests,
                 log_file=log_path,
+                headers=headers,
+                http1=http1,
             )
         )
         log = RequestLog.parse(log_path.read_text())

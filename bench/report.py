@@ -128,15 +128,17 @@ def _sections(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _load_rows(results: dict[str, Any]) -> str:
     rows = []
     for section in _sections(results):
-        for row in section.get("rows", []):
+        every = [*section.get("rows", []), *section.get("oip_grpc_rows", []),
+                 *section.get("oip_http_rows", [])]  # fmt: skip
+        for row in every:
+            config = row.get("config", section.get("config"))
             if "error" in row:
                 rows.append(
-                    [row["server"], row["config"], row["scenario"], f"error: {row['error']}"]
-                    + [None] * 7
+                    [row["server"], config, row["scenario"], f"error: {row['error']}"] + [None] * 7
                 )
                 continue
             rows.append([
-                row["server"], row["config"], row["scenario"], row["images_per_s"],
+                row["server"], config, row["scenario"], row["images_per_s"],
                 row["requests_per_s"], row["p50_ms"], row["p90_ms"], row["p99_ms"],
                 row.get("server_cpu_cores"), row["requests_ok"], row.get("grpc_status_verified"),
             ])  # fmt: skip

@@ -140,6 +140,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 profile_seconds=(3.0 if options.quick else 8.0)
                 if extras and options.profile
                 else 0,
+                oip_plan=[*singles("UINT8", (1, 64)), big("UINT8")] if extras else None,
                 progress=progress,
             )
             for config, plan, extras in _service_plans(options)

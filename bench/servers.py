@@ -172,9 +172,10 @@ class ServiceConfig:
 
 
 def cvae_service(
-    model: ModelSpec, config: ServiceConfig, log_path: Path
+    model: ModelSpec, config: ServiceConfig, log_path: Path, http_port: int = 0
 ) -> tuple[ServerProcess, int, int]:
-    """`cvae serve` on free ports: (process, gRPC port, metrics port)."""
+    """`cvae serve` on free ports: (process, gRPC port, metrics port); with `http_port`, the
+    Open Inference Protocol's HTTP endpoint there too."""
     port, metrics_port = free_port(), free_port()
     args = [
         sys.executable, "-m", "cvae", "serve",
@@ -194,5 +195,7 @@ def cvae_service(
         args += ["--decoder-slots", str(config.decoder_slots)]
     if config.workers > 1:
         args += ["--workers", str(config.workers)]
+    if http_port:
+        args += ["--http-port", str(http_port)]
     args += config.extra_args
     return ServerProcess("cvae serve", args, log_path), port, metrics_port

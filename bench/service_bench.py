@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import client_checks, frames, profile, scenarios
+from bench import client_checks, frames, h2load, profile, scenarios
 from bench.grpccheck import CallCounter, cvae_counts
 from bench.scenarios import Scenario, Target, Timing
 from bench.servers import (
@@ -41,6 +43,72 @@ def frame_writer(folder: Path, num_classes: int) -> Callable[[int, str], Path]:
     return frame
 
 
+def oip_frame_writer(folder: Path, model: ModelSpec) -> Callable[[int, str], Path]:
+    """Prebuilt ModelInfer frames for the same work as `frame_writer`'s (UINT8 images)."""
+
+    def frame(images: int, encoding: str) -> Path:
+        if encoding != "UINT8":
+            raise ValueError("the OIP bench asks for UINT8 images only")
+        path = folder / f"oip-{model.name}-{images}-k{model.num_classes}.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(frames.infer_frame(model.name, images, num_classes=model.num_classes))
+        return path
+
+    return frame
+
+
+def oip_http(
+    port: int,
+    model: ModelSpec,
+    scenario: Scenario,
+    timing: Timing,
+    work: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """One scenario through POST /v2/models/NAME/infer (JSON, HTTP/1.1: one connection per
+    concurrent call), after one real call checked for its image output."""
+    progress(f"cvae OIP HTTP: {scenario.describe()}")
+    url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
+    body = work / "frames" / f"oip-{model.name}-{scenario.images_per_request}.json"
+    body.parent.mkdir(parents=True, exist_ok=True)
+    body.write_bytes(
+        frames.infer_json(model.name, scenario.images_per_request, num_classes=model.num_classes)
+    )
+    row: dict[str, Any] = {
+        "server": "cvae OIP HTTP",
+        "scenario": scenario.name,
+        "concurrency": scenario.concurrency,
+        "images_per_request": scenario.images_per_request,
+        "tool": "h2load --h1",
+    }
+    request = urllib.request.Request(
+        url, data=body.read_bytes(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    shape = answer["outputs"][0]["shape"]
+    if shape != [scenario.images_per_request, *model.image_shape]:
+        row["error"] = f"one-call check: image shape {shape}"
+        return row
+    try:
+        result = h2load.run(
+            url,
+            body,
+            concurrency=scenario.concurrency,
+            images_per_request=scenario.images_per_request,
+            duration_s=timing.duration_s,
+            warmup_s=timing.warmup_s,
+            headers=("content-type: application/json",),
+            http1=True,
+        )
+    except h2load.H2loadError as error:
+        row["error"] = str(error)
+        return row
+    row.update(result.as_dict())
+    return row
+
+
 def run_config(
     model: ModelSpec,
     config: ServiceConfig,
@@ -50,11 +118,16 @@ def run_config(
     work: Path,
     stream_images: int = 0,
     profile_seconds: float = 0.0,
+    oip_plan: list[Scenario] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Start `cvae serve` with `config`, run `plan` (and the stream and profile if asked)."""
+    """Start `cvae serve` with `config`, run `plan` through cvae.v1 (and the stream and profile
+    if asked), and `oip_plan` through the Open Inference Protocol over gRPC and HTTP."""
     slug = config.label().replace(" ", "").replace(",", "_").replace("≤", "").replace("/", "-")
-    server, port, metrics_port = cvae_service(model, config, work / "logs" / f"cvae-{slug}.log")
+    http_port = free_port() if oip_plan else 0
+    server, port, metrics_port = cvae_service(
+        model, config, work / "logs" / f"cvae-{slug}.log", http_port
+    )
     section: dict[str, Any] = {"config": config.label(), "rows": []}
     started = time.monotonic()
     try:
@@ -78,6 +151,20 @@ def run_config(
             )
             section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
             section["rss_mib_after_load"] = profile.group_rss_mib(pid)
+            if oip_plan:
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                oip = Target(
+                    server="cvae OIP gRPC",
+                    config=config.label(),
+                    url=f"http://127.0.0.1:{port}{frames.KSERVE_INFER_PATH}",
+                    frame=oip_frame_writer(work / "frames", model),
+                    counter=CallCounter(metrics_url, cvae_counts("ModelInfer")),
+                )
+                section["oip_grpc_rows"] = scenarios.run_plan(oip, oip_plan, timing, pid, progress)
+                section["oip_http_rows"] = [
+                    oip_http(http_port, model, scenario, timing, work, progress)
+                    for scenario in oip_plan
+                ]
             if stream_images:
                 progress(f"cvae {config.label()}: one stream of {stream_images} images")
                 section["stream"] = client_checks.stream(port, stream_images, model.image_shape)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.frames import FrameError, decode_frames, encode_frame, generate_frame
+from bench.frames import (
+    FrameError,
+    decode_frames,
+    encode_frame,
+    generate_frame,
+    infer_frame,
+    infer_json,
+)
+from cvae.inference.grpc_service_pb2 import ModelInferRequest
 from cvae.v1 import generator_pb2
+from modelrepo import newest_spec
+from service.oip import grpc_codec, http_codec
 
 
 def test_a_frame_is_a_zero_flag_then_the_big_endian_length_then_the_message() -> None:
@@ -51,3 +63,18 @@ def test_generate_frame_refuses_what_the_bench_never_means_to_send() -> None:
         generate_frame(0, "UINT8")
     with pytest.raises(ValueError, match="encoding must be one of"):
         generate_frame(1, "JPEG")
+
+
+def test_the_oip_frame_and_json_ask_the_service_for_the_same_work_as_the_generate_frame() -> None:
+    """The service's own OIP codecs read both bodies as the cvae.v1 request's job: same labels,
+    seed and UINT8 images, so the protocols are compared on the same work."""
+    spec = newest_spec(Path(__file__).resolve().parents[2] / "models", "")
+    (message,) = decode_frames(infer_frame(spec.name, 12, seed=99))
+    over_grpc = grpc_codec.decode_call(ModelInferRequest.FromString(message), spec, 256)
+    over_http = http_codec.decode_infer(infer_json(spec.name, 12, seed=99), None, spec, 256).call
+    (generate,) = decode_frames(generate_frame(12, "UINT8", seed=99))
+    labels = list(generator_pb2.GenerateRequest.FromString(generate).labels)
+    for call in (over_grpc, over_http):
+        assert call.job.labels.tolist() == labels
+        assert call.job.seed == 99 and call.job.latents is None
+        assert call.output_datatype == "UINT8"
