@@ -27,6 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     from service.memory import return_big_buffers_to_os
 
     return_big_buffers_to_os()  # before anything big is allocated
+    from service.fds import raise_open_files_limit
+
+    raise_open_files_limit()  # workers inherit it
     from service.errors import ModelLoadError
     from service.logs import configure_logging
 

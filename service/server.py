@@ -26,6 +26,7 @@ from service.encoding import ImageEncoder
 from service.encoding_servicer import EncodingServicer
 from service.encoding_servicer import handlers as encoding_handlers
 from service.errors import ModelLoadError
+from service.fds import connection_cap
 from service.generator import ImageGenerator
 from service.guard import CallGuard
 from service.health import HealthServicer
@@ -54,6 +55,7 @@ KEEPALIVE_MIN_CLIENT_PING_S = 5
 _MAX_PING_STRIKES = 2
 _KEEPALIVE_TIME_S = 60
 _KEEPALIVE_TIMEOUT_S = 20
+_HANDSHAKE_TIMEOUT_S = 10  # a connection that has not sent its HTTP/2 preface (and TLS) by then
 
 
 class StartupError(Exception):
@@ -74,6 +76,8 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_S * 1000),
         ("grpc.http2.max_pings_without_data", 0),  # keep pinging an idle connection
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", connection_cap(settings.max_connections)),
+        ("grpc.server_handshake_timeout_ms", _HANDSHAKE_TIMEOUT_S * 1000),
     ]
     if settings.max_connection_idle_s > 0:
         options.append(("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_s)))

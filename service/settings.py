@@ -159,6 +159,14 @@ class ServiceSettings:
         default=300.0, metadata=_about("close connections after this age", minimum=0)
     )
     """grpc.max_connection_age_ms: clients reconnect and so rebalance across replicas; 0 off."""
+    max_connections: int = field(
+        default=0, metadata=_about("most client connections at once; 0: from the file limit")
+    )
+    """grpc.max_allowed_incoming_connections; a connection beyond it is closed at once. 0 leaves
+    256 descriptors of RLIMIT_NOFILE (raised to its hard limit at start) for everything else
+    (model files, /metrics, logs), at most 16,384, so that connections can never make the
+    server's own files fail with EMFILE. Connections that never finish their handshake are
+    closed after 10 s."""
     max_connection_age_grace_s: float = field(
         default=600.0, metadata=_about("seconds an aged connection's calls may still run")
     )

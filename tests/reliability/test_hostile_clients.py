@@ -7,6 +7,8 @@ asserted: a victim's call must succeed within a generous deadline, that is all.
 
 from __future__ import annotations
 
+import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +169,69 @@ def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
         assert server.metric("cvae_refusals_total", 'reason="concurrency_limit"') == 1
         for stream in streams:
             stream.cancel()
+
+
+class _LimitedServer(ServerProcess):
+    """`cvae serve` started under RLIMIT_NOFILE soft:hard (prlimit), as a container sets it."""
+
+    def __init__(self, repository: Path, nofile: str, *args: str) -> None:
+        super().__init__(repository, *args)
+        self.nofile = nofile
+
+    @property
+    def command(self) -> list[str]:
+        return ["prlimit", f"--nofile={self.nofile}", "--", *super().command]
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    """TCP connections that say nothing (no HTTP/2 preface)."""
+    opened = []
+    for _ in range(count):
+        opened.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    return opened
+
+
+def _open_files_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_1100_idle_connections_under_a_1024_soft_limit_lock_no_one_out(
+    repository: Path,
+) -> None:
+    with _LimitedServer(repository, "1024:4096") as server:
+        assert server.process is not None
+        assert _open_files_limit(server.process.pid) == 4096  # raised to the hard limit
+        idle = _idle_connections(server.port, 1100)
+        try:
+            _victim_is_served(server)
+            assert "cvae_requests_total" in server.scrape()
+        finally:
+            for connection in idle:
+                connection.close()
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_connections_are_capped_below_the_file_limit(repository: Path) -> None:
+    """With no room to raise (soft = hard = 1024) the server takes fewer connections than it has
+    descriptors: /metrics still answers, and idle connections that never speak are dropped
+    after the handshake timeout, so that a new client gets in."""
+    with _LimitedServer(repository, "1024:1024") as server:
+        idle = _idle_connections(server.port, 1100)
+        try:
+            assert "cvae_requests_total" in server.scrape()
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    _victim_is_served(server)
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, "no new client got in"
+                    time.sleep(1)
+            assert "cvae_requests_total" in server.scrape()
+        finally:
+            for connection in idle:
+                connection.close()
