@@ -5,28 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import markdown as md
+
 _FINDINGS = Path(__file__).with_name("findings.md")
 _METHOD = Path(__file__).with_name("method.md")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "**no**"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value).replace("|", "/")
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -54,7 +36,7 @@ def _floor(results: dict[str, Any]) -> str:
         ]
         for r in results["floor"]
     ]
-    return _table(
+    return md.table(
         ["batch", "threads", "graph opt", "images/s", "GFLOP/s", "p50 per call (ms)"], rows
     )
 
@@ -63,7 +45,7 @@ def _torch_eager(results: dict[str, Any]) -> str:
     eager = results.get("torch_eager") or {}
     if "rates" not in eager:
         return f"PyTorch eager reference: {eager.get('skipped', 'not run')}."
-    table = _table(
+    table = md.table(
         ["batch", "threads", "images/s", "GFLOP/s", "p50 per call (ms)"],
         [
             [r["batch"], r["threads"], r["images_per_s"], r["gflops_per_s"], r["call_p50_ms"]]
@@ -103,7 +85,7 @@ def _quantization(results: dict[str, Any]) -> str:
             ])  # fmt: skip
     header = ["variant", "batch", "threads", "images/s", "vs float32", "max abs. pixel error",
               "label acc.", "Fréchet", "quality within bars"]  # fmt: skip
-    text = _table(header, rows)
+    text = md.table(header, rows)
     if reference:
         text += (
             f"\n\nfloat32 reference (same draws, same judge): label accuracy "
@@ -144,7 +126,7 @@ def _load_rows(results: dict[str, Any]) -> str:
             ])  # fmt: skip
     header = ["server", "config", "scenario", "images/s", "requests/s", "p50 ms", "p90 ms",
               "p99 ms", "server CPU (cores)", "calls", "grpc-status OK"]  # fmt: skip
-    return _table(header, rows)
+    return md.table(header, rows)
 
 
 def _errors(results: dict[str, Any]) -> str:
@@ -176,13 +158,13 @@ def _profiles(results: dict[str, Any]) -> str:
                 f"**{name}** ({section['config']}): {found['samples']} samples, server used "
                 f"{found['server_cpu_cores']:.2f} cores at "
                 f"{load.get('requests_per_s', 0):,.0f} requests/s "
-                f"= {_cell(cpu_ms)} ms of CPU per request.{busy_text}\n\n"
-                + _table(
+                f"= {md.cell(cpu_ms)} ms of CPU per request.{busy_text}\n\n"
+                + md.table(
                     ["where the samples were (self)", "share"],
                     [[f"`{f}`", f"{s:.1%}"] for f, s in found["self"]],
                 )
                 + "\n\n"
-                + _table(
+                + md.table(
                     ["on the stack (inclusive)", "share"],
                     [[f"`{f}`", f"{s:.1%}"] for f, s in found["inclusive"]],
                 )
@@ -200,7 +182,7 @@ def _dataplane(results: dict[str, Any]) -> str:
     text = (
         "The service's own request path without gRPC (parse, sample, DynamicBatcher, "
         "onnxruntime, encode, serialize), single-image calls on one event loop, in process:\n\n"
-        + _table(
+        + md.table(
             ["ORT threads", "concurrent calls", "calls/s", "CPU (cores)", "CPU ms per call"], rows
         )
     )
@@ -256,21 +238,21 @@ def _header(results: dict[str, Any]) -> str:
 def _targets(results: dict[str, Any]) -> str:
     ratios = results["ratios"]
     reference = ratios.get("onnxruntime_256_reference") or {}
-    table = _table(
+    table = md.table(
         ["target", "measured", "met"],
         [[t["target"], t["shown"], t["pass"]] for t in results["targets"]],
     )
     return (
         f"{table}\n\nService / in-process onnxruntime for 2 × 256 images: "
-        f"{_cell(ratios['service_big_vs_onnxruntime_256'])} (reference: the fastest in-process "
-        f"rate at batch 256, {_cell(reference.get('images_per_s'))} images/s with "
+        f"{md.cell(ratios['service_big_vs_onnxruntime_256'])} (reference: the fastest in-process "
+        f"rate at batch 256, {md.cell(reference.get('images_per_s'))} images/s with "
         f"{reference.get('threads')} thread(s), graph optimization {reference.get('opt_level')})."
         f"\n\n{_errors(results)}"
     )
 
 
 def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
-    comparison = _table(
+    comparison = md.table(
         ["scenario", "service / Triton (images/s)"],
         [[name, value] for name, value in results["ratios"]["service_vs_triton"].items()],
     )

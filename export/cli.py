@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from training.config import positive_int
 from training.openmp import configure_openmp_waiting
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--name", default="cvae-mnist", help="model name (cvae-mnist)")
     parser.add_argument(
         "--version",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="version number (default: the highest existing version + 1)",
     )

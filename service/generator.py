@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +58,8 @@ class ImageGenerator:
     ) -> GeneratedImages:
         """All images of `job` in one piece (split and merged by the batcher as it sees fit)."""
         self._batcher.admit(len(job.labels), deadline)
-        seed, latents = _latents_of(runtime, job)
+        seed, rows = _latent_rows(runtime, job)
+        latents = rows(0, len(job.labels))
         images = await self._batcher.run(runtime, latents, job.labels, deadline)
         return GeneratedImages(runtime, images, job.labels, latents, seed, 0)
 
@@ -71,22 +72,15 @@ class ImageGenerator:
         iterating (the client cancelled), the pending chunk is cancelled and nothing more runs.
         """
         count = len(job.labels)
-        seed: int | None = None
-        sampler = None
-        if job.latents is None:
-            seed = job.seed if job.seed is not None else draw_seed()
-            sampler = LatentSampler(runtime.spec.latent_dim, seed, job.temperature)
+        seed, rows = _latent_rows(runtime, job)
 
         def submit(start: int, wait_for_room: bool) -> asyncio.Task[GeneratedImages]:
             stop = min(start + job.chunk_size, count)
             labels = job.labels[start:stop]
-            if sampler is not None:
-                latents = sampler.take(stop - start)
-            else:
-                assert job.latents is not None
-                latents = job.latents[start:stop]
             return asyncio.ensure_future(
-                self._chunk(runtime, latents, labels, deadline, wait_for_room, start, seed)
+                self._chunk(
+                    runtime, rows(start, stop), labels, deadline, wait_for_room, start, seed
+                )
             )
 
         pending = submit(0, wait_for_room=False)  # a full queue refuses the stream at once
@@ -117,9 +111,14 @@ class ImageGenerator:
         return GeneratedImages(runtime, images, labels, latents, seed, offset)
 
 
-def _latents_of(runtime: ModelRuntime, job: GenerationJob) -> tuple[int | None, np.ndarray]:
+def _latent_rows(
+    runtime: ModelRuntime, job: GenerationJob
+) -> tuple[int | None, Callable[[int, int], np.ndarray]]:
+    """The seed of the job's latents (None: the job gave them; otherwise its own or a drawn one)
+    and `rows(start, stop)`, the latents of those images; call it for consecutive ranges."""
     if job.latents is not None:
-        return None, job.latents
+        given = job.latents
+        return None, lambda start, stop: given[start:stop]
     seed = job.seed if job.seed is not None else draw_seed()
     sampler = LatentSampler(runtime.spec.latent_dim, seed, job.temperature)
-    return seed, sampler.take(len(job.labels))
+    return seed, lambda start, stop: sampler.take(stop - start)

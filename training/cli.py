@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import (
+    FLAG_DEST_PREFIX,
     ConfigError,
     TrainConfig,
     add_config_flags,
@@ -21,7 +22,6 @@ from training.config import (
 )
 from training.openmp import configure_openmp_waiting
 
-_CONFIG_FLAG_PREFIX = "cfg_"
 _DEVICES = ("auto", "cpu", "cuda")  # training.distributed.DEVICE_CHOICES, without torch
 _DEFAULT_TIMEOUT_S = 300.0  # training.distributed.DEFAULT_TIMEOUT_S
 
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = sorted(name for name in vars(args) if name.startswith(_CONFIG_FLAG_PREFIX))
+    overrides = sorted(name for name in vars(args) if name.startswith(FLAG_DEST_PREFIX))
     if args.resume and (overrides or args.config):
         raise SystemExit("cvae train: --resume uses the saved configuration; drop the other flags")
     try:
@@ -155,8 +155,8 @@ def train_arguments(args: argparse.Namespace) -> list[str]:
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))
     for name in sorted(vars(args)):
-        if name.startswith(_CONFIG_FLAG_PREFIX):
+        if name.startswith(FLAG_DEST_PREFIX):
             value = getattr(args, name)
             text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
-            out += ["--" + name.removeprefix(_CONFIG_FLAG_PREFIX).replace("_", "-"), text]
+            out += ["--" + name.removeprefix(FLAG_DEST_PREFIX).replace("_", "-"), text]
     return out

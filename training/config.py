@@ -207,6 +207,18 @@ def _parser_for(hint: Any) -> Any:
     return hint
 
 
+FLAG_DEST_PREFIX = "cfg_"
+"""Where `add_config_flags` stores `--field-name`: args.cfg_field_name (unset flags: absent)."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add `--field-name` for each config field; unset flags leave the config unchanged."""
     defaults = config_to_dict(TrainConfig())
@@ -216,7 +228,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         group.add_argument(
             "--" + name.replace("_", "-"),
-            dest=f"cfg_{name}",
+            dest=FLAG_DEST_PREFIX + name,
             type=_parser_for(hint),
             default=argparse.SUPPRESS,
             metavar=name.upper(),
@@ -228,7 +240,7 @@ def apply_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     """A copy of `config` with every flag the user set."""
     values = config_to_dict(config)
     for section, name, _hint in _flag_fields():
-        if hasattr(args, f"cfg_{name}"):
+        if hasattr(args, FLAG_DEST_PREFIX + name):
             target = values[section] if section else values
-            target[name] = getattr(args, f"cfg_{name}")
+            target[name] = getattr(args, FLAG_DEST_PREFIX + name)
     return config_from_dict(values)

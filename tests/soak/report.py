@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.markdown import table
+
 _DOCS = Path(__file__).resolve().parents[2] / "docs"
 RESULTS = _DOCS / "reliability.json"
 PAGE = _DOCS / "reliability.md"
@@ -24,11 +26,11 @@ def _checks(section: dict[str, Any]) -> list[str]:
     checks = section.get("checks")
     if not checks:
         return ["_The run stopped before its checks; see the numbers above._", ""]
-    lines = ["| check | result | measured |", "|---|---|---|"]
-    for name, check in checks.items():
-        lines.append(f"| {name} | {'pass' if check['passed'] else '**FAIL**'} | "
-                     f"{check['measured']} |")  # fmt: skip
-    return [*lines, ""]
+    rows = [
+        [name, "pass" if check["passed"] else "**FAIL**", str(check["measured"])]
+        for name, check in checks.items()
+    ]
+    return [table(["check", "result", "measured"], rows), ""]
 
 
 def _counts(counts: dict[str, Any]) -> str:
@@ -36,13 +38,12 @@ def _counts(counts: dict[str, Any]) -> str:
 
 
 def _latency(run: dict[str, Any]) -> list[str]:
-    lines = ["| code | calls | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
-    for code, stats in sorted(run["latency"].items()):
-        lines.append(
-            f"| {code} | {run['codes'][code]:,} | {stats['p50_ms']:.2f} | {stats['p90_ms']:.2f} "
-            f"| {stats['p99_ms']:.2f} | {stats['max_ms']:.2f} |"
-        )
-    return [*lines, ""]
+    rows = [
+        [code, f"{run['codes'][code]:,}"]
+        + [f"{stats[key]:.2f}" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+        for code, stats in sorted(run["latency"].items())
+    ]
+    return [table(["code", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows), ""]
 
 
 def _fuzz(fuzz: dict[str, Any]) -> list[str]:
