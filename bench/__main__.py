@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         help="training checkpoint for the PyTorch eager reference (skipped when absent)",
     )
     parser.add_argument("--no-triton", action="store_true", help="skip NVIDIA Triton")
-    parser.add_argument("--no-quantize", action="store_true", help="skip the int8 variants")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
     parser.add_argument(
         "--render",
@@ -63,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         results=args.results,
         docs=args.docs if args.docs is not None else (None if args.quick else _ROOT / "docs"),
         triton=not args.no_triton,
-        quantization=not args.no_quantize,
         profile=not args.no_profile,
         checkpoint=args.checkpoint,
     )

@@ -1,7 +1,9 @@
-"""The floor: how fast onnxruntime decodes in process, with no server in the way."""
+"""The floor: how fast onnxruntime decodes in process, with no server in the way, and what one
+image costs in arithmetic."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from bench.machine import repository_path
 from bench.model import random_feeds
 from bench.stats import percentile
 from modelrepo import ModelSpec
@@ -23,6 +26,44 @@ OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+FLOOR_BATCHES = (1, 32, 256, 1024)
+
+
+@dataclass(frozen=True)
+class DecoderCost:
+    """The model under test and the arithmetic of one image through its decoder."""
+
+    name: str
+    version: str
+    onnx: str
+    onnx_sha256: str
+    latent_dim: int
+    image_shape: tuple[int, ...]
+    flops_per_image: int | None
+    """torch's FLOP counter (a multiply-add is 2) on the decoder model.json's training
+    configuration describes (training/describe.py); None when model.json has none."""
+    metrics_in_model_json: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_model(model: ModelSpec) -> DecoderCost:
+    from training.config import ModelConfig  # torch: imported only when the bench measures
+    from training.describe import model_costs
+
+    described = model.document.get("training_config", {}).get("model")
+    costs = model_costs(ModelConfig(**described)) if described else None
+    return DecoderCost(
+        name=model.name,
+        version=model.version,
+        onnx=repository_path(model.onnx_path),
+        onnx_sha256=hashlib.sha256(model.onnx_path.read_bytes()).hexdigest(),
+        latent_dim=model.latent_dim,
+        image_shape=tuple(model.image_shape),
+        flops_per_image=round(costs["decoder_mflops_per_image"] * 1e6) if costs else None,
+        metrics_in_model_json=model.document.get("metrics", {}),
+    )
 
 
 @dataclass(frozen=True)
@@ -117,13 +158,12 @@ def sweep(
     *,
     min_seconds: float,
     flops_per_image: int | None,
-    onnx_path: Path | None = None,
     variant: str = "float32",
 ) -> list[DecodeRate]:
     """Measure each (threads, opt level, batch sizes); one session per configuration."""
     results = []
     for threads, opt_level, batches in configurations:
-        runtime = session(onnx_path or model.onnx_path, threads=threads, opt_level=opt_level)
+        runtime = session(model.onnx_path, threads=threads, opt_level=opt_level)
         for batch in batches:
             results.append(
                 measure(
@@ -138,3 +178,20 @@ def sweep(
                 )
             )
     return results
+
+
+def floor(
+    model: ModelSpec,
+    *,
+    flops_per_image: int | None,
+    min_seconds: float,
+    thread_counts: tuple[int, ...],
+) -> list[DecodeRate]:
+    """Batch sweep per thread count at full optimization, then each optimization level."""
+    configurations: list[tuple[int, str, tuple[int, ...]]] = [
+        (threads, "all", FLOOR_BATCHES) for threads in thread_counts
+    ]
+    configurations += [
+        (max(thread_counts), level, (1, 256)) for level in ("disabled", "basic", "extended")
+    ]
+    return sweep(model, configurations, min_seconds=min_seconds, flops_per_image=flops_per_image)

@@ -77,17 +77,6 @@ def draw(results: dict[str, Any], folder: Path) -> dict[str, Path]:
             linestyle=":",
             label=f"torch eager, {threads} thread(s)",
         )
-    for variant in results.get("quantization", {}).get("variants", []):
-        for threads in sorted({r["threads"] for r in variant["rates"]}):
-            points = sorted(
-                (r["batch"], r["images_per_s"]) for r in variant["rates"] if r["threads"] == threads
-            )
-            axes.plot(
-                *zip(*points, strict=True),
-                marker="x",
-                linestyle="--",
-                label=f"{variant['name']}, {threads} thread(s)",
-            )
     axes.set_xscale("log", base=2)
     batches = sorted({r["batch"] for r in floor})
     axes.set_xticks(batches, [str(batch) for batch in batches])

@@ -58,46 +58,6 @@ def _torch_eager(results: dict[str, Any]) -> str:
     )
 
 
-def _percent(fraction: float | None) -> str | None:
-    return None if fraction is None else f"{fraction * 100:.2f}%"
-
-
-def _quantization(results: dict[str, Any]) -> str:
-    section = results.get("quantization")
-    if not section:
-        return "Not run (`--no-quantize`)."
-    reference = section.get("float32_quality")
-    float32 = {
-        (r["batch"], r["threads"]): r["images_per_s"]
-        for r in results.get("floor", [])
-        if r["opt_level"] == "all"
-    }
-    rows = []
-    for variant in section["variants"]:
-        quality = variant.get("quality", {})
-        for rate in variant["rates"]:
-            baseline = float32.get((rate["batch"], rate["threads"]))
-            rows.append([
-                variant["name"], rate["batch"], rate["threads"], rate["images_per_s"],
-                f"{rate['images_per_s'] / baseline:.2f}×" if baseline else None,
-                variant["max_pixel_error"], _percent(quality.get("label_accuracy")),
-                quality.get("frechet"), variant.get("may_ship"),
-            ])  # fmt: skip
-    header = ["variant", "batch", "threads", "images/s", "vs float32", "max abs. pixel error",
-              "label acc.", "Fréchet", "quality within bars"]  # fmt: skip
-    text = md.table(header, rows)
-    if reference:
-        text += (
-            f"\n\nfloat32 reference (same draws, same judge): label accuracy "
-            f"{_percent(reference['label_accuracy'])}, Fréchet {reference['frechet']:.3f}. "
-            "A variant may ship as an extra model version only if it is faster and its quality "
-            "stays within 0.3 points of accuracy and 10% of Fréchet; the lead decides."
-        )
-    else:
-        text += f"\n\nQuality not measured: {section.get('quality_unmeasured')}."
-    return text
-
-
 def _sections(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every server measured under load: the service's configurations, the gRPC floor, Triton."""
     return [
@@ -228,11 +188,18 @@ def _header(results: dict[str, Any]) -> str:
     lines += [
         _machine(results),
         f"- Model: {model['name']} version {model['version']} (`{model.get('onnx', '?')}`, sha256 "
-        f"{str(model.get('onnx_sha256', '?'))[:12]}…), {model['macs_per_image']:,} MACs = "
-        f"{model['flops_per_image'] / 1e6:.1f} MFLOP per image "
-        "(Conv/ConvTranspose/Gemm/MatMul of the ONNX graph)",
+        f"{str(model.get('onnx_sha256', '?'))[:12]}…), {_flops(model.get('flops_per_image'))}",
     ]
     return "\n".join(lines)
+
+
+def _flops(flops_per_image: float | None) -> str:
+    if not flops_per_image:
+        return "FLOPs not counted (model.json carries no training configuration)"
+    return (
+        f"{flops_per_image / 1e6:.1f} MFLOP per image (a multiply-add is 2; torch's FLOP counter "
+        "on the decoder its model.json describes, training/describe.py)"
+    )
 
 
 def _targets(results: dict[str, Any]) -> str:
@@ -264,8 +231,6 @@ def markdown(results: dict[str, Any], plot_files: dict[str, str]) -> str:
         f"![floor]({plot_files.get('floor', '')})",
         _floor(results),
         _torch_eager(results),
-        "### int8 quantization (onnxruntime.quantization)",
-        _quantization(results),
         "## 2–3. The service and Triton over gRPC, same load generator",
         f"![throughput]({plot_files.get('throughput', '')})\n![p99]({plot_files.get('p99', '')})",
         _load_rows(results),

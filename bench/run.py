@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bench import (
     dataplane,
-    decoder_bench,
+    floor,
     machine,
     plots,
     report,
@@ -42,7 +42,6 @@ class BenchOptions:
     docs: Path | None
     """Where docs/benchmarks.md, .json and the plots go; None writes them under `results`."""
     triton: bool = True
-    quantization: bool = True
     profile: bool = True
     triton_venv: Path = _ROOT / ".venv-triton"
     checkpoint: Path = _ROOT / "runs" / "default" / "best.pt"
@@ -100,12 +99,14 @@ def run(options: BenchOptions) -> dict[str, Any]:
             bar.update()
 
         progress("counting FLOPs")
-        results["model"] = decoder_bench.describe_model(model)
-        flops = results["model"]["flops_per_image"]
+        cost = floor.describe_model(model)
+        results["model"] = cost.as_dict()
+        flops = cost.flops_per_image
         progress("in-process onnxruntime floor")
-        results["floor"] = decoder_bench.floor(
+        rates = floor.floor(
             model, flops_per_image=flops, min_seconds=min_seconds, thread_counts=threads
         )
+        results["floor"] = [rate.as_dict() for rate in rates]
         progress("PyTorch eager reference")
         results["torch_eager"] = torch_eager.measure(
             model,
@@ -115,16 +116,6 @@ def run(options: BenchOptions) -> dict[str, Any]:
             min_seconds=min_seconds,
             flops_per_image=flops,
         )
-        if options.quantization:
-            results["quantization"] = decoder_bench.int8_variants(
-                model,
-                work=work,
-                flops_per_image=flops,
-                min_seconds=min_seconds,
-                thread_counts=threads,
-                quality_per_label=0 if options.quick else 1000,
-                progress=progress,
-            )
         progress("the service's data plane in process")
         results["dataplane"] = dataplane.measure(
             model, thread_counts=threads, seconds=1.0 if options.quick else 3.0

@@ -29,7 +29,7 @@ def measure(
     batches: tuple[int, ...],
     thread_counts: tuple[int, ...],
     min_seconds: float,
-    flops_per_image: int,
+    flops_per_image: int | None,
 ) -> dict[str, Any]:
     """Eager decode rates, and how far the checkpoint's images are from the ONNX model's."""
     if not checkpoint.is_file():
@@ -59,7 +59,8 @@ def measure(
                     rates.append({
                         "variant": "torch-eager", "batch": batch, "threads": threads,
                         "images_per_s": images_per_s,
-                        "gflops_per_s": images_per_s * flops_per_image / 1e9,
+                        "gflops_per_s": images_per_s * flops_per_image / 1e9
+                        if flops_per_image else None,
                         "call_p50_ms": percentile(np.asarray(durations) * 1000, 50),
                     })  # fmt: skip
                     _LOGGER.info(
