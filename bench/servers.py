@@ -32,6 +32,7 @@ class ServerError(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -39,7 +40,9 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A child process with its log in a file; stopped with `stop_signal`, then killed."""
+    """A child process with its log in a file, in its own process group (its workers too);
+    stopped with `stop_signal` to the group, then killed. The one process helper of the bench
+    and the tests (tests/service/serverproc.py builds `cvae serve` on it)."""
 
     name: str
     args: Sequence[str]
@@ -47,6 +50,9 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None
+    inherit_env: bool = True
+    """False: `env` is the whole environment (a test of what an image sets)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +62,8 @@ class ServerProcess:
             list(self.args),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env} if self.inherit_env else dict(self.env),
+            cwd=self.cwd,
             start_new_session=True,
         )
         log.close()

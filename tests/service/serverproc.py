@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,20 +17,18 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.servers import ServerError, free_port
+from bench.servers import ServerProcess as ChildProcess
 from cvae.v1 import generator_pb2_grpc as pb_grpc
 
 _ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAME = "cvae.v1.Generator"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+__all__ = ["SERVICE_NAME", "ServerProcess", "free_port", "run_serve"]
 
 
 class ServerProcess:
-    """`python -m cvae serve --model-repository REPO --port P --metrics-port M ARGS...`."""
+    """`python -m cvae serve --model-repository REPO --port P --metrics-port M ARGS...`, run by
+    the bench's process helper (its own process group, its log in a file)."""
 
     def __init__(
         self,
@@ -46,11 +42,15 @@ class ServerProcess:
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
         self.args = list(args)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {"PYTHONUNBUFFERED": "1", **(env or {})}
         self.credentials = credentials
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
+        self._folder = tempfile.TemporaryDirectory(prefix="cvae-serve-")  # removed in __exit__
+        self._child: ChildProcess | None = None
         self._channel: grpc.Channel | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return None if self._child is None else self._child.process
 
     @property
     def command(self) -> list[str]:
@@ -68,26 +68,23 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> ServerProcess:
-        self.process = subprocess.Popen(
-            self.command, cwd=_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        log_path = Path(self._folder.name) / "serve.log"
+        self._child = ChildProcess("cvae serve", self.command, log_path, self.env, cwd=_ROOT)
+        self._child.start()
         if wait:
             self.wait_serving(timeout)
         return self
 
     def wait_serving(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.health() == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not SERVING after {timeout} s:\n{self.log()}")
+        assert self._child is not None
+
+        def serving() -> bool:
+            return bool(self.health() == health_pb2.HealthCheckResponse.SERVING)
+
+        try:
+            self._child.wait_ready(serving, timeout)
+        except ServerError as error:
+            raise AssertionError(f"server not SERVING: {error}") from None
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:
@@ -135,29 +132,23 @@ class ServerProcess:
         return self.process.wait(timeout)
 
     def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        return "" if self._child is None else self._child.log_tail(characters=1 << 30)
 
     def stop(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self._child is not None:
+            self._child.stop()
 
     def __enter__(self) -> ServerProcess:
-        if self.process is None:
+        if self._child is None:
             self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-        self._log.close()
+        self._folder.cleanup()
 
 
 def run_serve(

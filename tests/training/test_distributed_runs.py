@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.servers import free_port
 from tests.training.ddp_worker import config as worker_config
 from training.checkpoint import load_checkpoint
 from training.trainer import Trainer
@@ -150,16 +150,10 @@ def test_a_killed_rank_fails_the_job_and_a_restart_resumes(tmp_path: Path) -> No
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_rank_that_never_joins_fails_the_run_after_the_timeout(tmp_path: Path) -> None:
     env = {
         **os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+        "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
     }  # fmt: skip
     started = time.monotonic()
     result = subprocess.run(
