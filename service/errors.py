@@ -57,7 +57,10 @@ QUEUE_FULL = "queue_full"  # the bounded queue has no room for the request's ima
 DEADLINE_TOO_SHORT = "deadline_too_short"  # its deadline would pass behind the queued work
 CONCURRENCY_LIMIT = "concurrency_limit"  # --max-concurrent-rpcs data-plane calls are running
 MESSAGE_TIMEOUT = "message_timeout"  # the request message did not arrive in --message-timeout-s
-REFUSAL_REASONS = (QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT)
+STREAM_MEMORY = "stream_memory"  # open streams hold --stream-memory-mib already
+REFUSAL_REASONS = (
+    QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, STREAM_MEMORY,
+)  # fmt: skip
 
 
 class NotReady(ServiceError):

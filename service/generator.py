@@ -26,7 +26,7 @@ class PixelFormat(enum.Enum):
 class GenerationJob:
     """One request, decoded and checked against the model it will run on."""
 
-    labels: np.ndarray  # (n,) int64, each in [0, num_classes)
+    labels: np.ndarray  # (n,) each in [0, num_classes): int64, or compact (uint8) in a stream
     latents: np.ndarray | None  # (n, latent_dim) float32, finite; None: draw from seed
     seed: int | None  # None: the server draws one (ignored when latents are given)
     temperature: float  # > 0 scale of the prior (0 on the wire already became 1.0)
@@ -76,7 +76,7 @@ class ImageGenerator:
 
         def submit(start: int, wait_for_room: bool) -> asyncio.Task[GeneratedImages]:
             stop = min(start + job.chunk_size, count)
-            labels = job.labels[start:stop]
+            labels = job.labels[start:stop].astype(np.int64)  # the stream's stay compact
             return asyncio.ensure_future(
                 self._chunk(
                     runtime, rows(start, stop), labels, deadline, wait_for_room, start, seed

@@ -66,27 +66,44 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         limited = self._limit is not None and not method.startswith(_UNLIMITED_PREFIXES)
-        receive, run = self._receive, self._run
+        receive, admit = self._receive, self._admit
         if handler.response_streaming:
-            behaviour = handler.unary_stream
+            streaming: Any = handler.unary_stream  # grpc-stubs types it for the sync server
 
             async def unary_stream(_requests: Any, context: grpc.aio.ServicerContext) -> None:
                 request = await receive(context)
-                if request is not _Refused:
-                    await run(limited, context, _streamed(behaviour, request, context))
+                if request is _Refused or (limited and not admit(context)):
+                    return
+                try:
+                    result = streaming(request, context)
+                    del request  # the handler may drop it (a stream's request can be big)
+                    if inspect.isasyncgen(result):
+                        async for message in result:
+                            await context.write(message)
+                    else:
+                        await result
+                finally:
+                    if limited:
+                        self.active -= 1
 
             return grpc.stream_stream_rpc_method_handler(
                 unary_stream,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        call: Any = handler.unary_unary  # grpc-stubs types it for the sync server
+        unary: Any = handler.unary_unary
 
         async def unary_unary(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
             request = await receive(context)
-            if request is _Refused:
+            if request is _Refused or (limited and not admit(context)):
                 return None
-            return await run(limited, context, call(request, context))
+            try:
+                work = unary(request, context)
+                del request
+                return await work
+            finally:
+                if limited:
+                    self.active -= 1
 
         return grpc.stream_unary_rpc_method_handler(
             unary_unary,
@@ -116,39 +133,16 @@ class CallGuard(grpc.aio.ServerInterceptor):
             return _Refused
         return request
 
-    async def _run(
-        self, limited: bool, context: grpc.aio.ServicerContext, work: Awaitable[Any]
-    ) -> Any:
-        if not limited:
-            return await work
+    def _admit(self, context: grpc.aio.ServicerContext) -> bool:
+        """Take a slot of the limit, or refuse the call (its status set) when none is free."""
         assert self._limit is not None
         if self.active >= self._limit:
-            _close(work)
             self._metrics.count_refusal(CONCURRENCY_LIMIT)
             context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
             context.set_details(
                 f"the server is handling {self._limit} calls, its limit "
                 "(--max-concurrent-rpcs); retry with backoff"
             )
-            return None
+            return False
         self.active += 1
-        try:
-            return await work
-        finally:
-            self.active -= 1
-
-
-async def _streamed(behaviour: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
-    """Run a response-streaming handler: a coroutine that writes, or an async generator."""
-    result = behaviour(request, context)
-    if inspect.isasyncgen(result):
-        async for message in result:
-            await context.write(message)
-    else:
-        await result
-
-
-def _close(work: Awaitable[Any]) -> None:
-    """Discard a handler coroutine that will not run (no 'never awaited' warning)."""
-    if inspect.iscoroutine(work):
-        work.close()
+        return True

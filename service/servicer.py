@@ -19,7 +19,7 @@ import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec
-from service.errors import CallEnded, DeadlineExpired, Overloaded, ServiceError
+from service.errors import STREAM_MEMORY, CallEnded, DeadlineExpired, Overloaded, ServiceError
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -69,6 +69,36 @@ class RequestLimits:
     max_images_per_request: int
     max_images_per_stream: int
     stream_chunk_size: int
+    stream_memory_bytes: int  # what all open GenerateStream calls together may hold
+
+
+class StreamMemory:
+    """The bytes open GenerateStream calls hold, within a budget (like the queue's images)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def reserve(self, size: int) -> None:
+        if self.held + size > self.budget:
+            raise Overloaded(
+                f"open streams hold {self.held >> 20} MiB of the {self.budget >> 20} MiB budget "
+                f"(--stream-memory-mib) and this one needs {max(1, size >> 20)} MiB; retry "
+                "later or ask fewer images per stream",
+                STREAM_MEMORY,
+            )
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+def stream_bytes(job: GenerationJob, pixels: int, latent_dim: int) -> int:
+    """What a stream of `job` holds at most: labels, given latents, and two chunks (decoded
+    float32 images, their encoding, latents drawn and sent)."""
+    per_image = pixels * 8 + latent_dim * 8
+    given = job.latents.nbytes if job.latents is not None else 0
+    return job.labels.nbytes + given + 2 * job.chunk_size * per_image
 
 
 class GeneratorServicer:
@@ -90,6 +120,7 @@ class GeneratorServicer:
         self._metrics = metrics
         self._limits = limits
         self.in_flight = InFlight()
+        self.streams = StreamMemory(limits.stream_memory_bytes)
         metrics.initialise_requests(PROTOCOL, METHODS, CODES)
 
     async def Generate(
@@ -97,9 +128,10 @@ class GeneratorServicer:
     ) -> pb.GenerateResponse | None:
         async with _Call(self._metrics, self.in_flight, "Generate", context):
             deadline = _deadline_of(context)
-            request = codec.parse(pb.GenerateRequest, data)
+            request, packed = codec.parse_generate(data)
             runtime = self._registry.resolve(request.model_version)
-            job = codec.decode_generate(request, runtime.spec, self._limits.max_images_per_request)
+            limit = self._limits.max_images_per_request
+            job = codec.decode_generate(request, runtime.spec, limit, packed)
             result = await self._generator.generate(runtime, job, deadline)
             response = await _encode(result, job)
             self._metrics.count_images(len(job.labels))
@@ -109,7 +141,8 @@ class GeneratorServicer:
     async def GenerateStream(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
         async with _Call(self._metrics, self.in_flight, "GenerateStream", context):
             deadline = _deadline_of(context)
-            request = codec.parse(pb.GenerateRequest, data)
+            request, packed = codec.parse_generate(data)
+            del data  # a stream lives long: keep only the job (compact labels), not the request
             runtime = self._registry.resolve(request.model_version)
             limits = self._limits
             job = codec.decode_stream(
@@ -118,12 +151,20 @@ class GeneratorServicer:
                 limits.max_images_per_stream,
                 limits.stream_chunk_size,
                 limits.max_images_per_request,
+                packed,
             )
-            chunks = self._generator.stream(runtime, job, deadline)
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    await _send(context, await _encode(chunk, job))
-                    self._metrics.count_images(len(chunk.labels))
+            del request, packed
+            spec = runtime.spec
+            size = stream_bytes(job, spec.image_shape[0] * spec.image_shape[1], spec.latent_dim)
+            self.streams.reserve(size)
+            try:
+                chunks = self._generator.stream(runtime, job, deadline)
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        await _send(context, await _encode(chunk, job))
+                        self._metrics.count_images(len(chunk.labels))
+            finally:
+                self.streams.release(size)
 
     async def GetModelInfo(
         self, data: bytes, context: grpc.aio.ServicerContext

@@ -147,6 +147,16 @@ class ServiceSettings:
         default=2_000_000, metadata=_about("most images in one stream", minimum=1)
     )
     """Per-request limit of GenerateStream; its memory stays bounded by the chunk size."""
+    stream_memory_mib: float = field(
+        default=256.0,
+        metadata=_about(
+            "most MiB all open streams may hold; beyond: RESOURCE_EXHAUSTED", minimum=1
+        ),
+    )
+    """Budget of every GenerateStream open at once, like --queue-size for images: each holds its
+    labels (one byte each), its latents if given, and two chunks being computed and written. A
+    stream that would exceed it is refused at once (cvae_refusals_total{reason="stream_memory"})
+    and holds nothing."""
     stream_chunk_size: int = field(
         default=256, metadata=_about("images per stream message by default", minimum=1)
     )

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
+from tests.reliability.memory import resident_mib
 from tests.service.rawh2 import RawConnection, grpc_frame
 from tests.service.serverproc import ServerProcess
 
@@ -235,3 +236,38 @@ def test_connections_are_capped_below_the_file_limit(repository: Path) -> None:
         finally:
             for connection in idle:
                 connection.close()
+
+
+def test_100_unread_million_label_streams_stay_within_the_stream_budget(
+    repository: Path,
+) -> None:
+    """Each stream is read for one chunk and then left: the server holds its labels (one byte
+    each) and two chunks; what does not fit --stream-memory-mib is refused at once."""
+    job = pb.GenerateRequest(labels=[7] * 1_000_000, seed=5, chunk_size=256)
+    # A queue that takes every stream's chunks: memory, not the queue, is what is tested.
+    with ServerProcess(repository, "--queue-size", "65536") as server:
+        assert server.process is not None
+        _victim_is_served(server)
+        before = resident_mib(server.process.pid)
+        with server.new_channel() as channel:
+            stub = pb_grpc.GeneratorStub(channel)
+            streams = [stub.GenerateStream(job, timeout=120) for _ in range(100)]
+            opened = refused = 0
+            for stream in streams:
+                try:
+                    assert next(stream).offset == 0
+                    opened += 1
+                except grpc.RpcError as error:
+                    if error.code() == grpc.StatusCode.CANCELLED:  # --max-pending-rpcs
+                        continue
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                    assert "--stream-memory-mib" in error.details()
+                    refused += 1
+            peak = resident_mib(server.process.pid)
+            _victim_is_served(server)
+            for stream in streams:
+                stream.cancel()
+        assert opened >= 50  # the budget holds most of them: it is a budget, not a wall
+        assert peak - before < 512, (before, peak, opened)
+        counted = server.metric("cvae_refusals_total", 'reason="stream_memory"')
+        assert counted == refused

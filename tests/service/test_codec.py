@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +109,49 @@ def test_response_carries_images_latents_and_seed(runtime: ModelRuntime) -> None
     assert response.HasField("seed") and response.seed == 5
     assert (response.model_name, response.model_version) == ("cvae-mnist", "1")
     assert list(response.labels) == [1, 2]
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    labels=st.lists(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 300), max_size=40),
+    num_classes=st.sampled_from([1, 10, 128, 129, 256, 300, 70000]),
+    seed=st.none() | st.integers(0, 2**64 - 1),
+    labels_last=st.booleans(),
+)
+def test_labels_read_from_the_wire_match_protobufs_reading(
+    runtime: ModelRuntime,
+    labels: list[int],
+    num_classes: int,
+    seed: int | None,
+    labels_last: bool,
+) -> None:
+    """parse_generate's packed-labels path accepts and refuses exactly what protobuf's does, with
+    the same message, whatever the labels and wherever the field sits on the wire."""
+    spec = dataclasses.replace(runtime.spec, num_classes=num_classes)
+    request = pb.GenerateRequest(labels=labels, seed=seed)
+    data = request.SerializeToString()
+    if labels_last and labels:  # the labels field after the others (legal, if unusual)
+        rest = pb.GenerateRequest(seed=seed).SerializeToString()
+        data = rest + pb.GenerateRequest(labels=labels).SerializeToString()
+
+    def outcome(job_of: object) -> tuple[str, object]:
+        try:
+            job = job_of()  # type: ignore[operator]
+        except InvalidArgument as error:
+            return "refused", str(error)
+        return "accepted", job.labels.tolist()
+
+    expected = outcome(lambda: codec.decode_stream(request, spec, 30, 8, 8))
+    parsed, packed = codec.parse_generate(data)
+    assert parsed.seed == request.seed
+    assert outcome(lambda: codec.decode_stream(parsed, spec, 30, 8, 8, packed)) == expected
+    unary = outcome(lambda: codec.decode_generate(parsed, spec, 30, packed))
+    assert unary == expected
+
+
+def test_stream_labels_stay_one_byte_each_and_chunks_get_int64(runtime: ModelRuntime) -> None:
+    parsed, packed = codec.parse_generate(pb.GenerateRequest(labels=[1, 2, 3]).SerializeToString())
+    assert packed is not None
+    job = codec.decode_stream(parsed, runtime.spec, 10, 2, 2, packed)
+    assert job.labels.dtype == np.uint8 and job.labels.tolist() == [1, 2, 3]
+    assert codec.decode_generate(parsed, runtime.spec, 10, packed).labels.dtype == np.int64
