@@ -52,4 +52,5 @@ def request_limits(settings: ServiceSettings) -> RequestLimits:
         max_images_per_stream=settings.max_images_per_stream,
         stream_chunk_size=settings.stream_chunk_size,
         stream_memory_bytes=int(settings.stream_memory_mib * (1 << 20)),
+        max_message_bytes=settings.max_message_bytes,
     )

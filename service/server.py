@@ -27,7 +27,7 @@ from service.encoding_servicer import EncodingServicer
 from service.encoding_servicer import handlers as encoding_handlers
 from service.errors import ModelLoadError
 from service.fds import connection_cap
-from service.generator import ImageGenerator
+from service.generator import ImageGenerator, PixelFormat
 from service.guard import CallGuard
 from service.health import HealthServicer
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
@@ -38,7 +38,7 @@ from service.options import batching_policy, request_limits, runtime_options
 from service.reflection import enable_reflection
 from service.registry import ModelRegistry
 from service.reload import ModelReloader
-from service.servicer import GeneratorServicer, add_to_server
+from service.servicer import GeneratorServicer, add_to_server, response_bytes
 from service.settings import ServiceSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ class GenerationServer:
             _LOGGER.info("stop signal during start-up: the model load is abandoned")
             return
         runtime = loading.result()
+        _warn_if_responses_cannot_fit(settings, runtime.spec)
         gc.collect()
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
         for name in _HEALTH_NAMES:
@@ -336,6 +337,19 @@ class GenerationServer:
         if port == 0:
             raise StartupError(f"--port {self.settings.port}: cannot listen on {address}")
         return port
+
+
+def _warn_if_responses_cannot_fit(settings: ServiceSettings, spec: Any) -> None:
+    """--max-images-per-request float32 images with latents must fit --max-message-bytes, or
+    such requests are refused (INVALID_ARGUMENT, before any work): say so at start."""
+    largest = response_bytes(settings.max_images_per_request, PixelFormat.FLOAT32, False, spec)
+    if largest > settings.max_message_bytes:
+        _LOGGER.warning(
+            "--max-images-per-request %d float32 images with latents make a %d-byte response, "
+            "over --max-message-bytes %d: such calls are refused with INVALID_ARGUMENT (UINT8, "
+            "PNG or omit_latents fit more)",
+            settings.max_images_per_request, largest, settings.max_message_bytes,
+        )  # fmt: skip
 
 
 async def serve(settings: ServiceSettings) -> int:

@@ -14,12 +14,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec
-from service.errors import STREAM_MEMORY, CallEnded, DeadlineExpired, Overloaded, ServiceError
+from service.errors import (
+    STREAM_MEMORY,
+    CallEnded,
+    DeadlineExpired,
+    InvalidArgument,
+    Overloaded,
+    ServiceError,
+)
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -70,6 +78,7 @@ class RequestLimits:
     max_images_per_stream: int
     stream_chunk_size: int
     stream_memory_bytes: int  # what all open GenerateStream calls together may hold
+    max_message_bytes: int  # gRPC's send limit: a larger response never reaches the client
 
 
 class StreamMemory:
@@ -91,6 +100,31 @@ class StreamMemory:
 
     def release(self, size: int) -> None:
         self.held -= size
+
+
+_RESPONSE_OVERHEAD = 256  # model name and version, offset, seed, tensor headers
+
+
+def response_bytes(images: int, pixel_format: PixelFormat, omit_latents: bool, spec: Any) -> int:
+    """Bytes of a response of `images` uint8 or float32 images (PNG: unknown, 0), a bound."""
+    if pixel_format is PixelFormat.PNG:
+        return 0
+    pixels = spec.image_shape[0] * spec.image_shape[1]
+    per_image = pixels * (4 if pixel_format is PixelFormat.FLOAT32 else 1) + 6  # + its label
+    if not omit_latents:
+        per_image += spec.latent_dim * 4
+    return images * per_image + _RESPONSE_OVERHEAD
+
+
+def _fits(size: int, limit: int, what: str) -> None:
+    """InvalidArgument, before any work where it can be known, for a response gRPC would
+    refuse to send (the client would see RESOURCE_EXHAUSTED, the server would count OK)."""
+    if size > limit:
+        raise InvalidArgument(
+            f"{what}: the response would be {size:,} bytes, over the server's "
+            f"--max-message-bytes ({limit:,}); ask fewer images per call (GenerateStream: a "
+            "smaller chunk_size), UINT8 or PNG, or omit_latents"
+        )
 
 
 def stream_bytes(job: GenerationJob, pixels: int, latent_dim: int) -> int:
@@ -132,8 +166,14 @@ class GeneratorServicer:
             runtime = self._registry.resolve(request.model_version)
             limit = self._limits.max_images_per_request
             job = codec.decode_generate(request, runtime.spec, limit, packed)
+            room = self._limits.max_message_bytes
+            bound = response_bytes(
+                len(job.labels), job.pixel_format, job.omit_latents, runtime.spec
+            )
+            _fits(bound, room, "labels")
             result = await self._generator.generate(runtime, job, deadline)
             response = await _encode(result, job)
+            _fits(response.ByteSize(), room, "labels")  # PNGs: known only now
             self._metrics.count_images(len(job.labels))
             return response
         return None  # _Call has set the error status; gRPC sends no message with it
@@ -154,15 +194,21 @@ class GeneratorServicer:
                 packed,
             )
             del request, packed
-            spec = runtime.spec
+            spec, room = runtime.spec, limits.max_message_bytes
+            chunk = min(job.chunk_size, len(job.labels))
+            _fits(
+                response_bytes(chunk, job.pixel_format, job.omit_latents, spec), room, "chunk_size"
+            )
             size = stream_bytes(job, spec.image_shape[0] * spec.image_shape[1], spec.latent_dim)
             self.streams.reserve(size)
             try:
                 chunks = self._generator.stream(runtime, job, deadline)
                 async with contextlib.aclosing(chunks):
-                    async for chunk in chunks:
-                        await _send(context, await _encode(chunk, job))
-                        self._metrics.count_images(len(chunk.labels))
+                    async for images in chunks:
+                        response = await _encode(images, job)
+                        _fits(response.ByteSize(), room, "chunk_size")
+                        await _send(context, response)
+                        self._metrics.count_images(len(images.labels))
             finally:
                 self.streams.release(size)
 

@@ -147,3 +147,22 @@ def test_refused_huge_requests_do_not_pile_up_in_memory(server: ServerProcess) -
         refuse()
     after = resident_mib(server.process.pid)
     assert after <= before + 64.0, (before, after)
+
+
+def test_a_response_over_the_message_limit_is_refused_before_the_work(
+    limited: ServerProcess,
+) -> None:
+    """50 float32 images with latents (~160 kB) cannot be sent under a 64 KiB limit: gRPC would
+    fail the send at the client while the server counted OK. Refused up front and named;
+    UINT8 images without latents (~39 kB) fit."""
+    stub = limited.stub
+    big = pb.GenerateRequest(labels=[1] * _IMAGES_LIMIT, encoding=pb.FLOAT32)
+    error = _error(lambda: stub.Generate(big, timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the server's --max-message-bytes (65,536)" in error.details()
+    stream = pb.GenerateRequest(labels=[1] * 100, encoding=pb.FLOAT32, chunk_size=50)
+    error = _error(lambda: list(stub.GenerateStream(stream, timeout=30)))
+    assert error.details().startswith("chunk_size: the response would be")
+    small = pb.GenerateRequest(labels=[1] * _IMAGES_LIMIT, omit_latents=True)
+    assert len(stub.Generate(small, timeout=30).images.data) == _IMAGES_LIMIT * 28 * 28
+    assert "over --max-message-bytes 65536" in limited.log()  # said at start
