@@ -26,6 +26,26 @@ class _WorkerTag(logging.Filter):
         return True
 
 
+class _PeerGone(logging.Filter):
+    """grpc.aio logs "ExecuteBatchError raised in core by servicer method" with a traceback,
+    at ERROR, when a call's last batch (response and status) fails because its client reset
+    the connection before gRPC noticed the reset (a client that blocks flow control and then
+    resets gave one traceback per connection). Nothing failed on the server's side: such a
+    record becomes one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.levelno == logging.ERROR and str(record.msg).startswith(_PEER_GONE)):
+            return True
+        logging.getLogger("service.server").debug(
+            "a client went away before its answer was sent: %s", record.getMessage()
+        )
+        return False
+
+
+_PEER_GONE = "ExecuteBatchError raised in core by servicer method"
+_GRPC_AIO_LOGGER = "grpc._cython.cygrpc"
+
+
 class JsonFormatter(logging.Formatter):
     """{"time", "level", "logger", "message", "process"[, "worker"][, "exception"]} on one line."""
 
@@ -62,3 +82,6 @@ def configure_logging(log_format: str, level: str, worker: int | None = None) ->
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    grpc_aio = logging.getLogger(_GRPC_AIO_LOGGER)
+    if not any(isinstance(existing, _PeerGone) for existing in grpc_aio.filters):
+        grpc_aio.addFilter(_PeerGone())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +272,27 @@ def test_100_unread_million_label_streams_stay_within_the_stream_budget(
         assert peak - before < 512, (before, peak, opened)
         counted = server.metric("cvae_refusals_total", 'reason="stream_memory"')
         assert counted == refused
+
+
+def test_a_client_that_blocks_flow_control_then_resets_leaves_no_error(
+    repository: Path,
+) -> None:
+    """The server's answer waits on a zero window; the client then resets the TCP connection.
+    grpc.aio logged one ERROR traceback per such connection; nothing failed on the server."""
+    request = grpc_frame(pb.GenerateRequest(labels=[1] * 1000, seed=1).SerializeToString())
+    with ServerProcess(repository) as server:
+        for method in (GENERATE, "/cvae.v1.Generator/GenerateStream") * 3:
+            connection = RawConnection("127.0.0.1", server.port, window=0)
+            connection.pump(0.2)
+            stream_id = connection.open_call(method)
+            connection.send(stream_id, request, end_stream=True)
+            connection.flush()
+            answered = connection.streams[stream_id]
+            _pump_until(connection, lambda s=answered: bool(s.headers), 20)  # type: ignore[misc]
+            connection.sock.setsockopt(  # close with RST, not FIN
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            connection.sock.close()
+        _victim_is_served(server)
+        log = server.log()
+    assert "Traceback" not in log and " ERROR " not in log, log
