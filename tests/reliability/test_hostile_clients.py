@@ -35,7 +35,7 @@ _REFUSED_STREAM = 7  # HTTP/2 error codes
 _CALM = 11
 
 
-def _victim_is_served(server: ServerProcess) -> None:
+def victim_is_served(server: ServerProcess) -> None:
     """A fresh client's health check says SERVING and its Generate answers OK."""
     with server.new_channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -47,7 +47,7 @@ def _victim_is_served(server: ServerProcess) -> None:
         assert list(images.labels) == [1, 2]
 
 
-def _pump_until(connection: RawConnection, done: object, seconds: float) -> None:
+def pump_until(connection: RawConnection, done: object, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not done():  # type: ignore[operator]
         connection.pump(0.2)
@@ -78,12 +78,12 @@ def test_600_half_sent_calls_on_one_connection_hold_no_slot_and_are_finished(
             attacker.pump(0.1)
 
         # 600 calls sit on one connection (the default concurrency limit is 512): others pass.
-        _victim_is_served(guarded)
+        victim_is_served(guarded)
 
         # None is kept: a call without a message is answered at once, a half-sent one when
         # --message-timeout-s has passed; both free their stream.
         # (A call gRPC core's full queue of new calls refuses is CANCELLED: --max-pending-rpcs.)
-        _pump_until(attacker, lambda: attacker.answered() == 600, 60)
+        pump_until(attacker, lambda: attacker.answered() == 600, 60)
         statuses = [attacker.streams[s].status for s in no_message]
         assert set(statuses) <= {_STATUS_INVALID_ARGUMENT, _STATUS_CANCELLED}, statuses
         assert statuses.count(_STATUS_INVALID_ARGUMENT) >= 100
@@ -96,7 +96,7 @@ def test_600_half_sent_calls_on_one_connection_hold_no_slot_and_are_finished(
                 timed_out += 1
         assert timed_out >= 200
     assert guarded.metric("cvae_refusals_total", 'reason="message_timeout"') == timed_out
-    _victim_is_served(guarded)
+    victim_is_served(guarded)
 
 
 def test_520_health_watch_streams_lock_no_one_out(repository: Path) -> None:
@@ -116,11 +116,11 @@ def test_520_health_watch_streams_lock_no_one_out(repository: Path) -> None:
         # Every Watch runs (its first status, SERVING, came as a message) unless gRPC core's
         # full queue of new calls refused it (--max-pending-rpcs).
         states = [watcher.streams[s] for s in streams]
-        _pump_until(watcher, lambda: all(state.data or state.ended for state in states), 60)
+        pump_until(watcher, lambda: all(state.data or state.ended for state in states), 60)
         running = [state for state in states if state.data and not state.ended]
         assert len(running) + sum(state.status == _STATUS_CANCELLED for state in states) == 520
         assert len(running) > 64 * 4
-        _victim_is_served(server)
+        victim_is_served(server)
 
 
 def test_calls_beyond_the_per_connection_stream_limit_are_refused(repository: Path) -> None:
@@ -131,12 +131,12 @@ def test_calls_beyond_the_per_connection_stream_limit_are_refused(repository: Pa
         # All sent before the server's SETTINGS are read, so h2 does not hold any back.
         streams = [attacker.open_call(GENERATE) for _ in range(30)]
         attacker.flush()
-        _pump_until(attacker, lambda: attacker.answered() >= 10, 30)
+        pump_until(attacker, lambda: attacker.answered() >= 10, 30)
         assert attacker.h2.remote_settings.max_concurrent_streams == 20
         refused = [s for s in streams if attacker.streams[s].reset is not None]
         assert refused == streams[20:]  # gRPC resets them (ENHANCE_YOUR_CALM or REFUSED_STREAM)
         assert {attacker.streams[s].reset for s in refused} <= {_REFUSED_STREAM, _CALM}
-        _victim_is_served(server)
+        victim_is_served(server)
 
 
 def test_an_aged_connection_is_closed_after_its_grace_whatever_is_open(
@@ -173,7 +173,7 @@ def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
             stream.cancel()
 
 
-class _LimitedServer(ServerProcess):
+class LimitedServer(ServerProcess):
     """`cvae serve` started under RLIMIT_NOFILE soft:hard (prlimit), as a container sets it."""
 
     def __init__(self, repository: Path, nofile: str, *args: str) -> None:
@@ -185,7 +185,7 @@ class _LimitedServer(ServerProcess):
         return ["prlimit", f"--nofile={self.nofile}", "--", *super().command]
 
 
-def _idle_connections(port: int, count: int) -> list[socket.socket]:
+def idle_connections(port: int, count: int) -> list[socket.socket]:
     """TCP connections that say nothing (no HTTP/2 preface)."""
     opened = []
     for _ in range(count):
@@ -204,12 +204,12 @@ def _open_files_limit(pid: int) -> int:
 def test_1100_idle_connections_under_a_1024_soft_limit_lock_no_one_out(
     repository: Path,
 ) -> None:
-    with _LimitedServer(repository, "1024:4096") as server:
+    with LimitedServer(repository, "1024:4096") as server:
         assert server.process is not None
         assert _open_files_limit(server.process.pid) == 4096  # raised to the hard limit
-        idle = _idle_connections(server.port, 1100)
+        idle = idle_connections(server.port, 1100)
         try:
-            _victim_is_served(server)
+            victim_is_served(server)
             assert "cvae_requests_total" in server.scrape()
         finally:
             for connection in idle:
@@ -221,14 +221,14 @@ def test_connections_are_capped_below_the_file_limit(repository: Path) -> None:
     """With no room to raise (soft = hard = 1024) the server takes fewer connections than it has
     descriptors: /metrics still answers, and idle connections that never speak are dropped
     after the handshake timeout, so that a new client gets in."""
-    with _LimitedServer(repository, "1024:1024") as server:
-        idle = _idle_connections(server.port, 1100)
+    with LimitedServer(repository, "1024:1024") as server:
+        idle = idle_connections(server.port, 1100)
         try:
             assert "cvae_requests_total" in server.scrape()
             deadline = time.monotonic() + 90
             while True:
                 try:
-                    _victim_is_served(server)
+                    victim_is_served(server)
                     break
                 except grpc.RpcError:
                     assert time.monotonic() < deadline, "no new client got in"
@@ -248,7 +248,7 @@ def test_100_unread_million_label_streams_stay_within_the_stream_budget(
     # A queue that takes every stream's chunks: memory, not the queue, is what is tested.
     with ServerProcess(repository, "--queue-size", "65536") as server:
         assert server.process is not None
-        _victim_is_served(server)
+        victim_is_served(server)
         before = resident_mib(server.process.pid)
         with server.new_channel() as channel:
             stub = pb_grpc.GeneratorStub(channel)
@@ -265,7 +265,7 @@ def test_100_unread_million_label_streams_stay_within_the_stream_budget(
                     assert "--stream-memory-mib" in error.details()
                     refused += 1
             peak = resident_mib(server.process.pid)
-            _victim_is_served(server)
+            victim_is_served(server)
             for stream in streams:
                 stream.cancel()
         assert opened >= 50  # the budget holds most of them: it is a budget, not a wall
@@ -288,11 +288,11 @@ def test_a_client_that_blocks_flow_control_then_resets_leaves_no_error(
             connection.send(stream_id, request, end_stream=True)
             connection.flush()
             answered = connection.streams[stream_id]
-            _pump_until(connection, lambda s=answered: bool(s.headers), 20)  # type: ignore[misc]
+            pump_until(connection, lambda s=answered: bool(s.headers), 20)  # type: ignore[misc]
             connection.sock.setsockopt(  # close with RST, not FIN
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
             connection.sock.close()
-        _victim_is_served(server)
+        victim_is_served(server)
         log = server.log()
     assert "Traceback" not in log and " ERROR " not in log, log

@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     return {
         "started_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": os.cpu_count(),
@@ -48,7 +48,7 @@ def _environment() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def soak_results() -> Iterator[dict[str, Any]]:
-    results: dict[str, Any] = {"environment": _environment()}
+    results: dict[str, Any] = {"environment": environment()}
     yield results
     results["environment"]["load_average_at_end"] = list(os.getloadavg())
     report.save(results)

@@ -17,9 +17,19 @@ RESULTS = _DOCS / "reliability.json"
 PAGE = _DOCS / "reliability.md"
 
 
+# Sections that carry their own "environment" (when and where they ran), so that a run of
+# them alone (pytest tests/soak/test_hostile_soak.py --soak) updates them and keeps the others.
+_SELF_DESCRIBED = {"hostile"}
+
+
 def save(results: dict[str, Any]) -> None:
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    PAGE.write_text(render(results), encoding="utf-8")
+    merged = dict(results)
+    if RESULTS.exists() and set(results) - {"environment"} <= _SELF_DESCRIBED:
+        merged = {**json.loads(RESULTS.read_text(encoding="utf-8")), **results}
+        merged["environment"] = json.loads(RESULTS.read_text(encoding="utf-8"))["environment"]
+    text = json.dumps(merged, indent=2, sort_keys=True) + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+    PAGE.write_text(render(json.loads(text)), encoding="utf-8")  # what `main` renders, exactly
 
 
 def _checks(section: dict[str, Any]) -> list[str]:
@@ -118,6 +128,31 @@ def _overload(overload: dict[str, Any]) -> list[str]:
     return [*lines, *_checks(overload)]
 
 
+def _hostile(hostile: dict[str, Any]) -> list[str]:
+    env = hostile["environment"]
+    lines = [
+        "## Hostile clients (issue 14: one connection, stream or process must not deny service)",
+        "",
+        f"`tests/soak/test_hostile_soak.py`, run {env['started_utc']} UTC (load average "
+        f"{env['load_average_at_start'][0]:.1f} at its start), each scenario against its own "
+        "`cvae serve` (the tests' small decoder, default settings unless named). A *fresh "
+        "client* makes one health check and one one-image Generate at a time, as a Kubernetes "
+        "probe and a light caller would; attackers that need CPU run in processes of their own.",
+        "",
+    ]
+    titles = {
+        "half_sent": "Half-sent calls and Watch streams on one connection (item 1)",
+        "streams": "Unread GenerateStream calls (item 2)",
+        "descriptors": "Idle connections under RLIMIT_NOFILE 1024 (item 3)",
+        "event_loop": "Big bad requests and the event loop (item 4)",
+        "hung_worker": "A stopped worker under --workers 2 (item 5)",
+    }
+    for key, title in titles.items():
+        if key in hostile:
+            lines += [f"### {title}", "", *_checks(hostile[key])]
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
@@ -138,6 +173,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _fuzz(results["fuzz"])
     for key in sorted(key for key in results if key.startswith("overload")):  # one per config
         lines += _overload(results[key])
+    if "hostile" in results:
+        lines += _hostile(results["hostile"])
     return "\n".join(lines).rstrip() + "\n"
 
 
