@@ -150,7 +150,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 timing=options.timing,
                 work=work,
                 venv=options.triton_venv,
-                max_batch=ServiceConfig().max_batch,  # batch as the service does
+                max_batch=256,  # Triton refuses a request above its max batch (no splitting)
                 intra_op_threads=max(threads),
                 progress=progress,
             )
