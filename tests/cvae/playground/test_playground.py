@@ -21,7 +21,7 @@ from cvae.playground.app import create_app
 from cvae.playground.digits import mnist_like, to_data_url
 
 pytestmark = pytest.mark.timeout(300)
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]
 _NODE_MODULES = _ROOT / ".venv" / "node" / "node_modules"
 
 

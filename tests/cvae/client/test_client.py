@@ -31,15 +31,9 @@ from cvae.client import (
     UnavailableError,
 )
 from tests.cvae.certs import make_certificates
-from tests.cvae.drivers import KINDS, open_client
+from tests.cvae.client.drivers import open_client
 from tests.service.modelrepo import write_version
 from tests.service.serverproc import ServerProcess
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    """Which client a test drives: "sync" (`Client`) or "asyncio" (`AsyncClient`)."""
-    return str(request.param)
 
 
 def _port_is_open(port: int) -> bool:

@@ -18,7 +18,7 @@ from cvae.client import Client
 from cvae.jobs.plan import chunk_seed
 from cvae.jobs.readers import read_dataset, read_manifest, verify_manifest
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]
 _JOB = ["--per-label", "20", "--labels", "0,3,7", "--seed", "42", "--chunk-size", "16"]
 
 
