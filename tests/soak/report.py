@@ -25,8 +25,9 @@ _SELF_DESCRIBED = {"hostile"}
 def save(results: dict[str, Any]) -> None:
     merged = dict(results)
     if RESULTS.exists() and set(results) - {"environment"} <= _SELF_DESCRIBED:
-        merged = {**json.loads(RESULTS.read_text(encoding="utf-8")), **results}
-        merged["environment"] = json.loads(RESULTS.read_text(encoding="utf-8"))["environment"]
+        merged = json.loads(RESULTS.read_text(encoding="utf-8"))
+        for key in _SELF_DESCRIBED & set(results):  # scenario by scenario: -k runs some
+            merged[key] = {**merged.get(key, {}), **results[key]}
     text = json.dumps(merged, indent=2, sort_keys=True) + "\n"
     RESULTS.write_text(text, encoding="utf-8")
     PAGE.write_text(render(json.loads(text)), encoding="utf-8")  # what `main` renders, exactly
