@@ -33,7 +33,8 @@ def measure(
 ) -> dict[str, Any]:
     """Eager decode rates, and how far the checkpoint's images are from the ONNX model's."""
     if not checkpoint.is_file():
-        return {"skipped": f"no checkpoint at {checkpoint} (`make model` writes one)"}
+        where = repository_path(checkpoint)
+        return {"skipped": f"no checkpoint at {where} (`make model` writes one)"}
     try:
         import torch
 

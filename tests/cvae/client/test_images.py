@@ -3,29 +3,17 @@ server on a real encoder graph."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cvae.client import Client, FailedPreconditionError, InvalidArgumentError
+from service.codec import to_png
 from tests.cvae.client.drivers import open_client
+from tests.cvae.real_images import IMAGES, LABELS
 
 pytestmark = pytest.mark.timeout(300)
-_RNG = np.random.default_rng(3)
-IMAGES = (_RNG.random((10, 28, 28)) ** 3 * 255).astype(np.uint8)
-LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64)
-
-
-def _pngs(images: np.ndarray) -> list[bytes]:
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="L").save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
-    return encoded
 
 
 def test_client_methods_return_typed_results(kind: str, encoder_server: str) -> None:
@@ -34,7 +22,7 @@ def test_client_methods_return_typed_results(kind: str, encoder_server: str) -> 
         encoded = client.encode(IMAGES[:3], LABELS[:3])
         assert encoded.mean.shape == encoded.log_variance.shape == (3, 16)
         assert encoded.model_version == "2" and encoded.labels.tolist() == [0, 1, 2]
-        by_png = client.encode(_pngs(IMAGES[:3]), LABELS[:3])
+        by_png = client.encode(to_png(IMAGES[:3]), LABELS[:3])
         assert np.array_equal(by_png.mean, encoded.mean)
         as_float = client.encode(IMAGES[:3].astype(np.float64) / 255, LABELS[:3])
         np.testing.assert_allclose(as_float.mean, encoded.mean, atol=1e-5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
@@ -17,20 +16,10 @@ from cvae.jobs.audit import AuditPlan, _Work, suspicion
 from cvae.jobs.plan import chunk_seed
 from cvae.jobs.readers import read_dataset
 from cvae.jobs.writers import write_npz
+from service.codec import to_png
+from tests.cvae.real_images import IMAGES, LABELS
 
 pytestmark = pytest.mark.timeout(300)
-_RNG = np.random.default_rng(3)
-IMAGES = (_RNG.random((10, 28, 28)) ** 3 * 255).astype(np.uint8)
-LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64)
-
-
-def _pngs(images: np.ndarray) -> list[bytes]:
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="L").save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
-    return encoded
 
 
 def _dataset(tmp_path: Path, images: np.ndarray = IMAGES, labels: np.ndarray = LABELS) -> Path:
@@ -41,7 +30,7 @@ def _dataset(tmp_path: Path, images: np.ndarray = IMAGES, labels: np.ndarray = L
 
 def test_restyle_command_writes_a_grid_and_a_dataset(encoder_server: str, tmp_path: Path) -> None:
     single = tmp_path / "seven.png"
-    single.write_bytes(_pngs(IMAGES[7:8])[0])
+    single.write_bytes(to_png(IMAGES[7:8])[0])
     grid = tmp_path / "grid.png"
     server = ["--server", encoder_server]
     assert main(["restyle", str(single), "--label", "7", "--out", str(grid), *server]) == 0
