@@ -126,11 +126,39 @@ def measure(
 ) -> DecodeRate:
     feeds = random_feeds(model, batch)
     outputs = [model.image_output]
-    calls, seconds, durations = time_calls(
-        lambda: runtime.run(outputs, feeds), min_seconds=min_seconds
+    return timed_rate(
+        lambda: runtime.run(outputs, feeds),
+        batch,
+        variant=variant,
+        threads=threads,
+        opt_level=opt_level,
+        min_seconds=min_seconds,
+        flops_per_image=flops_per_image,
     )
+
+
+def timed_rate(
+    call: Callable[[], object],
+    batch: int,
+    *,
+    variant: str,
+    threads: int,
+    opt_level: str,
+    min_seconds: float,
+    flops_per_image: int | None,
+) -> DecodeRate:
+    """Time `call`, which decodes `batch` images, as `time_calls` does; the rate it reaches."""
+    calls, seconds, durations = time_calls(call, min_seconds=min_seconds)
     images_per_s = calls * batch / seconds
-    result = DecodeRate(
+    _LOGGER.info(
+        "%s batch %d, %d threads, opt %s: %.0f images/s",
+        variant,
+        batch,
+        threads,
+        opt_level,
+        images_per_s,
+    )
+    return DecodeRate(
         variant=variant,
         batch=batch,
         threads=threads,
@@ -141,15 +169,6 @@ def measure(
         call_p50_ms=percentile(np.asarray(durations) * 1000, 50),
         gflops_per_s=images_per_s * flops_per_image / 1e9 if flops_per_image else None,
     )
-    _LOGGER.info(
-        "%s batch %d, %d threads, opt %s: %.0f images/s",
-        variant,
-        batch,
-        threads,
-        opt_level,
-        images_per_s,
-    )
-    return result
 
 
 def sweep(

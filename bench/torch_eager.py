@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.floor import session, time_calls
+from bench.floor import session, timed_rate
 from bench.machine import repository_path
 from bench.model import random_feeds
-from bench.stats import percentile
 from modelrepo import ModelSpec
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,23 +52,16 @@ def measure(
                     feeds = random_feeds(model, batch)
                     z = torch.from_numpy(feeds[model.latent_input])
                     labels = torch.from_numpy(feeds[model.label_input])
-                    calls, seconds, durations = time_calls(
-                        functools.partial(decoder, z, labels), min_seconds=min_seconds
-                    )
-                    images_per_s = calls * batch / seconds
-                    rates.append({
-                        "variant": "torch-eager", "batch": batch, "threads": threads,
-                        "images_per_s": images_per_s,
-                        "gflops_per_s": images_per_s * flops_per_image / 1e9
-                        if flops_per_image else None,
-                        "call_p50_ms": percentile(np.asarray(durations) * 1000, 50),
-                    })  # fmt: skip
-                    _LOGGER.info(
-                        "torch eager batch %d, %d threads: %.0f images/s",
+                    rate = timed_rate(
+                        functools.partial(decoder, z, labels),
                         batch,
-                        threads,
-                        images_per_s,
+                        variant="torch-eager",
+                        threads=threads,
+                        opt_level="eager",
+                        min_seconds=min_seconds,
+                        flops_per_image=flops_per_image,
                     )
+                    rates.append(rate.as_dict())
             feeds = random_feeds(model, 64, seed=3)
             eager = decoder(
                 torch.from_numpy(feeds[model.latent_input]),

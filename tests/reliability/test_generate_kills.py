@@ -1,7 +1,7 @@
 """`cvae generate` SIGKILLed at several random moments, re-run each time, ends with exactly the
 bytes of an uninterrupted run: no image lost, none duplicated, nothing half-written left behind.
 
-tests/cvae/test_generate_job.py kills one run once, after three chunks; here the kill points
+tests/cvae/jobs/test_generate_job.py kills one run once, after three chunks; here the kill points
 are drawn at random (seeded; the seed is in the test id) and a run may be killed repeatedly,
 including while it starts, writes chunks, or assembles the dataset.
 """
