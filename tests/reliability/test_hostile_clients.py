@@ -154,6 +154,15 @@ def test_an_aged_connection_is_closed_after_its_grace_whatever_is_open(
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
 
 
+def test_a_connection_without_calls_is_closed_after_the_idle_time(repository: Path) -> None:
+    with (
+        ServerProcess(repository, "--max-connection-idle-s", "1") as server,
+        RawConnection("127.0.0.1", server.port) as idle,
+    ):
+        pump_until(idle, lambda: idle.goaway is not None, 60)
+        assert idle.goaway is not None
+
+
 def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
     """The concurrency limit counts data-plane calls only: with every slot held by streams the
     client stops reading, Generate is refused (and counted) while health answers SERVING."""
