@@ -142,7 +142,7 @@ def test_each_refusal_is_counted_under_its_own_reason(server: ServerProcess) -> 
     with ThreadPoolExecutor(16) as pool:
         for _ in range(20):
             list(pool.map(call, range(32)))
-            if all(seen.values()):
+            if seen["queue_full"] and seen["deadline_too_short"]:  # the two provoked here
                 break
     assert seen["queue_full"] > 0
     for reason in REFUSAL_REASONS:
