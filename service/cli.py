@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -24,6 +25,9 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # SIGHUP (rescan the repository) must never end the process: until the server installs
+    # its handler, after the heavy imports and the settings, a rescan has nothing to do.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from service.memory import return_big_buffers_to_os
 
     return_big_buffers_to_os()  # before anything big is allocated
@@ -51,10 +55,13 @@ def _run(args: argparse.Namespace) -> int:
     # Heavy imports (grpc, onnxruntime, numpy) only when actually serving.
     import asyncio
 
+    from service.reload import exit_past_abandoned_loads
     from service.server import StartupError, serve
 
     try:
-        return asyncio.run(serve(settings))
+        code = asyncio.run(serve(settings))
     except (ModelLoadError, StartupError) as error:
         print(f"cvae serve: {error}", file=sys.stderr)
-        return 1
+        code = 1
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # closing the loop restored the default
+    return exit_past_abandoned_loads(code)

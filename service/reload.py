@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from service.runtime import ModelRuntime, RuntimeOptions, first_line_of, load_ru
 
 _LOGGER = logging.getLogger(__name__)
 _Result = TypeVar("_Result")
+_RUNNING: set[threading.Thread] = set()  # load threads that have not returned yet
 
 
 class ModelReloader:
@@ -281,8 +284,26 @@ async def call_abandonable(function: Callable[[], _Result], timeout: float, name
             outcome: tuple[_Result | None, BaseException | None] = (None, error)
         else:
             outcome = (result, None)
+        finally:
+            _RUNNING.discard(threading.current_thread())
         with contextlib.suppress(RuntimeError):  # the event loop is gone: no one waits
             loop.call_soon_threadsafe(settle, *outcome)
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    _RUNNING.add(thread)
+    thread.start()
     return await asyncio.wait_for(future, timeout)
+
+
+def exit_past_abandoned_loads(code: int) -> int:
+    """`code`, or exit with it at once when an abandoned load still runs: onnxruntime aborts
+    the process (SIGABRT) when the interpreter finalizes under a thread inside a session, so
+    the process leaves without finalizing (logs and standard streams flushed first)."""
+    if not any(thread.is_alive() for thread in list(_RUNNING)):
+        return code
+    _LOGGER.warning("exiting with %d abandoned model load(s) still running", len(_RUNNING))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

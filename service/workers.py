@@ -308,6 +308,8 @@ def run_worker(
     from service.server import StartupError
 
     configure_logging(settings.log_format, settings.log_level, worker=index)
+    from service.reload import exit_past_abandoned_loads
+
     try:
         code = asyncio.run(_serve_beating(settings, beat))
     except (ModelLoadError, StartupError) as error:
@@ -315,7 +317,7 @@ def run_worker(
         code = 1
     finally:
         report.close()
-    sys.exit(code)
+    sys.exit(exit_past_abandoned_loads(code))
 
 
 async def _serve_beating(settings: ServiceSettings, beat: Any) -> int:

@@ -1,4 +1,4 @@
-"""A hostile model repository (issue 14): no single file stops hot reload, hangs the server or
+"""A hostile model repository: no single file stops hot reload, hangs the server or
 poisons what it serves. Real `cvae serve` processes on real files (tests/service/hostile.py).
 
 - start-up with only a hostile version: exit 1 with one line naming the file and the problem;
@@ -11,22 +11,34 @@ poisons what it serves. Real `cvae serve` processes on real files (tests/service
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from cvae.v1 import generator_pb2 as pb
-from tests.service.hostile import HOSTILE, PROBLEMS
-from tests.service.modelrepo import write_version
+from tests.service.hostile import HOSTILE, PROBLEMS, external_weights, hung, zero_file
+from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess, run_serve
 
 pytestmark = pytest.mark.timeout(300)
 _MODEL = "cvae-mnist"
 _FOLDERS = ("superscript-two-folder", "arabic-three-folder")  # not versions at all
 _REFUSED = 'outcome="refused"'
+HOSTILE_HUNG = hung
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _health_or_none(server: ServerProcess) -> int | None:
+    try:
+        return int(server.health())
+    except grpc.RpcError:
+        return None
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -118,3 +130,86 @@ def test_reload_survives_every_hostile_version_and_sigterm_drains(tmp_path: Path
         log = server.log()
         assert "stopped" in log
         assert "Traceback" not in log
+
+
+def test_sigterm_during_a_load_that_never_ends_exits_0(tmp_path: Path) -> None:
+    """The only version's warm-up never ends: SIGTERM still stops the server, at once."""
+    root = tmp_path / "models"
+    HOSTILE_HUNG(root, "1")
+    server = ServerProcess(root, "--model-load-timeout-s", "600").start(wait=False)
+    try:
+        _wait_for(lambda: _health_or_none(server) == NOT_SERVING, "the port, NOT_SERVING")
+        time.sleep(1.0)  # the load is under way (its warm-up never returns)
+        server.signal(signal.SIGTERM)
+        assert server.wait(60) == 0, server.log()
+        assert "stop signal during start-up: the model load is abandoned" in server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_load_past_its_timeout_is_abandoned_and_later_versions_load(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_version(root, "1")
+    HOSTILE_HUNG(root, "2")
+    args = ("--model-load-timeout-s", "3", "--reload-interval-s", "0.5")
+    with ServerProcess(root, *args) as server:
+        assert _served(server) == "1"
+        lines = re.findall(r"refused model version 2: .*", server.log())
+        assert len(lines) == 1 and "did not finish within 3 s" in lines[0], lines
+        _publish(root, "3", HOSTILE_HUNG)
+        _wait_for(lambda: "refused model version 3" in server.log(), "version 3 abandoned")
+        _publish(root, "4", lambda where, version: write_version(where, version))
+        _wait_for(lambda: _served(server) == "4", "version 4")
+        assert server.metric("cvae_model_reloads_total", _REFUSED) == 2
+        server.signal(signal.SIGTERM)  # two abandoned loads still spin in their threads
+        assert server.wait(60) == 0, server.log()
+        assert "stopped" in server.log()
+        assert "Traceback" not in server.log()
+
+
+def test_external_weights_are_part_of_the_integrity_record(tmp_path: Path) -> None:
+    """weights.bin listed under "files" serves; zeroed weights (grey images) are refused."""
+    root = tmp_path / "models"
+    external_weights(listed=True)(root, "1")
+    with ServerProcess(root, "--reload-interval-s", "0.5") as server:
+        response = server.stub.Generate(pb.GenerateRequest(labels=[2], seed=3), timeout=30)
+        assert response.model_version == "1"
+
+        def zeroed(where: Path, version: str) -> Path:
+            folder = external_weights(listed=True)(where, version)
+            zero_file(folder / "weights.bin")
+            return folder
+
+        _publish(root, "2", zeroed)
+        _wait_for(lambda: "refused model version 2" in server.log(), "the refusal")
+        line = re.findall(r"refused model version 2: .*", server.log())[0]
+        assert "weights.bin: sha256" in line and "does not match" in line, line
+        assert _served(server) == "1"
+
+
+def _images(server: ServerProcess, version: str) -> bytes:
+    request = pb.GenerateRequest(labels=[1, 8], seed=4, model_version=version)
+    response = server.stub.Generate(request, timeout=30)
+    return bytes(response.images.data)
+
+
+def test_a_republished_version_serves_its_new_files(tmp_path: Path) -> None:
+    """Replicas started later read the files on disk: a running one must serve them too."""
+    root = tmp_path / "models"
+    write_version(root, "1", spec=DecoderSpec(seed=1))
+    write_version(root, "2", spec=DecoderSpec(seed=2))
+    fresh = tmp_path / "fresh"
+    write_version(fresh, "2", spec=DecoderSpec(seed=3))
+    with ServerProcess(root, "--reload-interval-s", "0.5") as server:
+        before = _images(server, "2")
+        (root / _MODEL / "1" / "model.json").touch()  # same bytes: nothing to reload
+        shutil.rmtree(root / _MODEL / "2")
+        (fresh / _MODEL / "2").rename(root / _MODEL / "2")  # version 2, other bytes
+        _wait_for(lambda: "version 2 was republished with other files" in server.log(), "it")
+        after = _images(server, "2")
+        assert after != before
+        with ServerProcess(root, metrics=False) as replica:  # started later: the same bytes
+            assert _images(replica, "2") == after
+        assert "version 1 was republished" not in server.log()
+        assert server.metric("cvae_model_reloads_total", _REFUSED) == 0

@@ -6,13 +6,18 @@ ONNX and wrong input names; these are the other ways a repository can be broken.
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
+from cvae.v1 import generator_pb2 as pb
 from tests.service.modelrepo import write_version
-from tests.service.serverproc import run_serve
+from tests.service.serverproc import ServerProcess, run_serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,3 +75,53 @@ def test_a_broken_repository_exits_1_with_one_line_naming_the_file(
     assert lines[0].startswith(f"cvae serve: {str(where).rstrip('/')}: "), lines[0]
     assert problem in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """SigIgn / SigCgt of /proc/<pid>/status as a bit mask (bit n-1 for signal n)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def test_sighup_from_the_first_moment_of_start_up_does_not_kill_the_server(
+    tmp_path: Path,
+) -> None:
+    """SIGHUPs (an operator's or a sidecar's "rescan") every 20 ms from the first step of
+    `cvae serve` until SERVING: the server starts and serves."""
+    root = tmp_path / "models"
+    write_version(root, "1")
+    server = ServerProcess(root).start(wait=False)
+    try:
+        assert server.process is not None
+        pid = server.process.pid
+        sigint, sighup = 1 << (signal.SIGINT - 1), 1 << (signal.SIGHUP - 1)
+        deadline = time.monotonic() + 30
+        while not _signal_mask(pid, "SigCgt") & sigint:  # Python's own SIGINT handler is set
+            assert time.monotonic() < deadline and server.process.poll() is None
+            time.sleep(0.001)
+        # `cvae serve` ignores SIGHUP from its first step, long before the server's handler
+        # (installed once grpc and onnxruntime are imported) exists.
+        while not _signal_mask(pid, "SigIgn") & sighup:
+            assert _signal_mask(pid, "SigCgt") & sighup == 0, "SIGHUP was not ignored first"
+            assert time.monotonic() < deadline and server.process.poll() is None
+            time.sleep(0.001)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert server.process.poll() is None, f"killed by SIGHUP:\n{server.log()}"
+            server.signal(signal.SIGHUP)
+            try:
+                if server.health(timeout=0.5) == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"not SERVING:\n{server.log()}")
+        response = server.stub.Generate(pb.GenerateRequest(labels=[5]), timeout=30)
+        assert response.model_version == "1"
+        server.signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
 """Hostile and careless model versions, as real files, for the tests of a model repository that
-must not take the service down (issue 14): odd folder names, special files, absurd numbers,
+must not take the service down: odd folder names, special files, absurd numbers,
 poisoned graphs, unhashed external weights, a name that is not its folder's.
 
 `HOSTILE[name](root, version)` writes one into root/cvae-mnist/<version> (or beside it, for the
@@ -187,7 +187,7 @@ def external_weights(listed: bool) -> Callable[[Path, str], Path]:
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location="weights.bin",
-            size_threshold=0,
+            size_threshold=1024,  # the weight matrices; OneHot's depth must stay inline
         )
         graph_digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
         weights_digest = hashlib.sha256((folder / "weights.bin").read_bytes()).hexdigest()
@@ -200,6 +200,58 @@ def external_weights(listed: bool) -> Callable[[Path, str], Path]:
         return _edit_json(folder, edit)
 
     return make
+
+
+def hung_decoder(spec: DecoderSpec) -> bytes:
+    """build_decoder's graph plus a Loop of 2**62 iterations whose result is added to the
+    logits: it loads, and its first run (the warm-up) never ends."""
+    model = onnx.load_from_string(build_decoder(spec))
+    graph = model.graph
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["carried_in"], ["carried_out"]),
+        ],
+        "endless",
+        inputs=[
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_in", TensorProto.FLOAT, []),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_out", TensorProto.FLOAT, []),
+        ],
+    )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(2**62, np.int64), "trip_count"),
+            numpy_helper.from_array(np.array(True), "keep_going"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "carried_start"),
+        ]
+    )
+    for node in graph.node:
+        if node.op_type == "Sigmoid":
+            node.input[0] = "poisoned"
+    sigmoid = next(i for i, node in enumerate(graph.node) if node.op_type == "Sigmoid")
+    graph.node.insert(
+        sigmoid,
+        helper.make_node(
+            "Loop", ["trip_count", "keep_going", "carried_start"], ["poison"], body=body
+        ),
+    )
+    graph.node.insert(sigmoid + 1, helper.make_node("Add", ["logits", "poison"], ["poisoned"]))
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def hung(root: Path, version: str) -> Path:
+    """A version whose warm-up never ends (hung_decoder)."""
+    folder = write_version(root, version)
+    data = hung_decoder(DecoderSpec())
+    (folder / "model.onnx").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return _edit_json(folder, lambda document: document.update(onnx_sha256=digest))
 
 
 def zero_file(path: Path) -> None:

@@ -11,6 +11,7 @@ from service.errors import ModelLoadError
 from service.options import runtime_options
 from service.runtime import ModelRuntime, load_runtime
 from service.settings import ServiceSettings
+from tests.service.hostile import poisoned
 from tests.service.modelrepo import write_version
 
 _OPTIONS = runtime_options(ServiceSettings(intra_op_threads=1))
@@ -53,3 +54,22 @@ def test_refuses_a_version_that_disagrees_with_model_json(
         load_runtime(folder, _OPTIONS)
     assert str(folder / "model.onnx") in str(raised.value)
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(("max_batch", "invariant"), [(37, True), (128, False)])
+def test_batch_invariance_is_checked_up_to_max_batch(
+    tmp_path: Path, max_batch: int, invariant: bool
+) -> None:
+    """A decoder whose rows change in batches above 40 rows passes a check of 37 rows; with
+    --max-batch 128 the batcher would merge such batches, so warm-up must check 128 rows."""
+    folder = poisoned("rows_above_40")(tmp_path, "1")
+    options = runtime_options(ServiceSettings(intra_op_threads=1, max_batch=max_batch))
+    assert load_runtime(folder, options).batch_invariant is invariant
+
+
+def test_a_decoder_that_outputs_nan_for_one_label_is_refused(tmp_path: Path) -> None:
+    folder = poisoned("nan_last_label")(tmp_path, "1")
+    with pytest.raises(ModelLoadError) as raised:
+        load_runtime(folder, _OPTIONS)
+    assert str(folder / "model.onnx") in str(raised.value)
+    assert "output holds NaN or Inf (labels [9])" in str(raised.value)

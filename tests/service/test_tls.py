@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
@@ -147,3 +152,67 @@ def test_a_renewed_certificate_is_served_without_a_restart(
         log = server.log()
     assert "TLS certificate reloaded" in log
     assert "cannot be used, keeping the old" in log
+
+
+def _expired_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed localhost certificate that expired yesterday, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "expired.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "expired.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return folder / "expired.pem", folder / "expired.key"
+
+
+_GARBAGE_PEM = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+_GARBAGE_KEY = b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize(
+    "case", ["key-of-another-certificate", "garbage-certificate", "garbage-key", "expired"]
+)
+def test_bad_tls_files_exit_with_one_line_naming_the_file_and_problem(
+    shared_repo: Path, tmp_path: Path, case: str
+) -> None:
+    from tests.service.serverproc import run_serve
+
+    good = make_certificates(tmp_path)
+    cert, key = good.server_cert, good.server_key
+    if case == "key-of-another-certificate":
+        (tmp_path / "other").mkdir()
+        key = make_certificates(tmp_path / "other").server_key
+        named, problem = key, "is not the private key of the certificate in"
+    elif case == "garbage-certificate":
+        cert = tmp_path / "garbage.pem"
+        cert.write_bytes(_GARBAGE_PEM)
+        named, problem = cert, "holds no readable PEM certificate"
+    elif case == "garbage-key":
+        key = tmp_path / "garbage.key"
+        key.write_bytes(_GARBAGE_KEY)
+        named, problem = key, "holds no readable, unencrypted PEM private key"
+    else:
+        cert, key = _expired_certificate(tmp_path)
+        named, problem = cert, "certificate expired on"
+    result = run_serve(shared_repo, "--tls-cert", str(cert), "--tls-key", str(key))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"cvae serve: {named}: "), lines[0]
+    assert problem in lines[0], lines[0]
+    assert "--port" not in lines[0]
