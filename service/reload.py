@@ -208,7 +208,7 @@ class ModelReloader:
         except TimeoutError:
             raise TimeoutError(
                 f"did not finish within {self._load_timeout:g} s (--model-load-timeout-s); "
-                "abandoned"
+                "abandoned (its thread, and the CPU it uses, stay until the process exits)"
             ) from None
 
     def _refuse(self, folder: VersionFolder, message: str) -> None:

@@ -63,8 +63,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         deadline = time.monotonic() + 30
         while True:
             samples = server.scrape()
-            outcomes = {s.get("outcome") for s in samples.get("cvae_model_reloads_total", [])}
-            if "refused" in outcomes or time.monotonic() > deadline:
+            # Both reload outcomes are exported at 0 from the start: wait for the refusal itself.
+            if "cvae_model_refused_info" in samples or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
     # With --workers the supervisor adds each worker's process figures (the CPU and memory

@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from cvae.v1 import generator_pb2 as pb
+from cvae.v1 import generator_pb2_grpc as pb_grpc
 from tests.service.hostile import HOSTILE, PROBLEMS, external_weights, hung, zero_file
 from tests.service.modelrepo import DecoderSpec, write_version
 from tests.service.serverproc import ServerProcess, run_serve
@@ -92,6 +93,22 @@ def test_a_new_replica_serves_the_newest_version_that_loads(tmp_path: Path) -> N
             assert len(lines) == 1 and PROBLEMS[problem] in lines[0], log
         assert "serving version 1, not the newest on disk: refused 3, 2" in log
         assert "Traceback" not in log
+        server.signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+
+
+def test_workers_serve_the_newest_version_that_loads(tmp_path: Path) -> None:
+    """--workers 2: the supervisor does not refuse to start, each worker serves version 1."""
+    root = tmp_path / "models"
+    write_version(root, "1")
+    HOSTILE["dev-zero-onnx"](root, "2")
+    with ServerProcess(root, "--workers", "2", "--reload-interval-s", "0") as server:
+        for _ in range(4):  # new connections: the kernel spreads them over the workers
+            with server.new_channel() as channel:
+                stub = pb_grpc.GeneratorStub(channel)
+                assert stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).version == "1"
+        assert server.metric("cvae_model_refused_info", 'version="2"') == 1
+        assert server.metric("cvae_model_reloads_total", _REFUSED) == 2  # once per worker
         server.signal(signal.SIGTERM)
         assert server.wait(60) == 0
 
