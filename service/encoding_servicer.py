@@ -11,10 +11,10 @@ import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec, image_codec
+from service.catalog import ModelCatalog
 from service.encoding import ImageEncoder, encoder_of
 from service.generator import GeneratedImages, GenerationJob, PixelFormat
 from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
 from service.servicer import InFlight, _Call, _deadline_of, _encode
 
 _OFF_LOOP_ROWS = 64  # answers bigger than this are encoded off the event loop
@@ -25,13 +25,13 @@ class EncodingServicer:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        catalog: ModelCatalog,
         encoder: ImageEncoder,
         metrics: ServiceMetrics,
         max_images_per_request: int,
         in_flight: InFlight,
     ) -> None:
-        self._registry = registry
+        self._catalog = catalog
         self._encoder = encoder
         self._metrics = metrics
         self._max_images = max_images_per_request
@@ -43,7 +43,7 @@ class EncodingServicer:
         async with _Call(self._metrics, self.in_flight, "Encode", context):
             deadline = _deadline_of(context)
             request = codec.parse(pb.EncodeRequest, data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             encoder_of(runtime)
             job = image_codec.decode_encode(request, runtime.spec, self._max_images)
             assert job.labels is not None
@@ -59,7 +59,7 @@ class EncodingServicer:
         async with _Call(self._metrics, self.in_flight, "Reconstruct", context):
             deadline = _deadline_of(context)
             request = codec.parse(pb.ReconstructRequest, data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             encoder_of(runtime)
             job = image_codec.decode_reconstruct(request, runtime.spec, self._max_images)
             assert job.labels is not None
@@ -73,7 +73,7 @@ class EncodingServicer:
         async with _Call(self._metrics, self.in_flight, "Restyle", context):
             deadline = _deadline_of(context)
             request = codec.parse(pb.RestyleRequest, data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             encoder_of(runtime)
             job = image_codec.decode_restyle(request, runtime.spec, self._max_images)
             assert job.labels is not None
@@ -89,7 +89,7 @@ class EncodingServicer:
         async with _Call(self._metrics, self.in_flight, "Score", context):
             deadline = _deadline_of(context)
             request = codec.parse(pb.ScoreRequest, data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             encoder_of(runtime)
             job = image_codec.decode_score(request, runtime.spec, self._max_images)
             scores = await self._encoder.score(runtime, job.images, job.samples, job.seed, deadline)

@@ -85,7 +85,7 @@ class ServiceMetrics:
         )  # fmt: skip
         self.served_model = Gauge(
             "cvae_served_model_info",
-            "1 for the model version served to calls that pin none (the newest loaded)",
+            "1 for each model's version served to calls that pin none (its newest loaded)",
             ["name", "version"], registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.model_reloads = Counter(
@@ -96,7 +96,7 @@ class ServiceMetrics:
             "cvae_model_refused_info",
             "1 for each model version on disk that failed to load (tried again when its files "
             "change)",
-            ["version"], registry=registry, multiprocess_mode="livemax",
+            ["name", "version"], registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.expired_images = Counter(
             "cvae_expired_images",
@@ -105,7 +105,7 @@ class ServiceMetrics:
         )
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
-        self._served: tuple[str, str] | None = None
+        self._served: dict[str, str] = {}  # model name -> the version it serves
         # Known label values start at 0: a panel or alert sees 0 before the first event, not
         # "no data".
         for reason in REFUSAL_REASONS:
@@ -176,26 +176,29 @@ class ServiceMetrics:
         with contextlib.suppress(KeyError):
             self.model_info.remove(name, version)
 
-    def model_refused(self, version: str) -> None:
+    def model_refused(self, name: str, version: str) -> None:
+        """`version` of model `name` failed to load ("none": the model has no version that
+        loads at start-up)."""
         self.model_reloads.labels("refused").inc()
-        self.refused_model.labels(version).set(1)
+        self.refused_model.labels(name, version).set(1)
 
-    def refusal_cleared(self, version: str) -> None:
+    def refusal_cleared(self, name: str, version: str) -> None:
         """`version` loaded after all, or its folder is gone."""
-        self.refused_model.labels(version).set(0)  # see model_unloaded
+        self.refused_model.labels(name, version).set(0)  # see model_unloaded
         with contextlib.suppress(KeyError):
-            self.refused_model.remove(version)
+            self.refused_model.remove(name, version)
 
     def model_served(self, name: str, version: str) -> None:
         """`version` now answers calls that pin none; the one before it no longer does."""
-        if self._served == (name, version):
+        before = self._served.get(name)
+        if before == version:
             return
-        if self._served is not None:
-            self.served_model.labels(*self._served).set(0)  # see model_unloaded
+        if before is not None:
+            self.served_model.labels(name, before).set(0)  # see model_unloaded
             with contextlib.suppress(KeyError):
-                self.served_model.remove(*self._served)
+                self.served_model.remove(name, before)
         self.served_model.labels(name, version).set(1)
-        self._served = (name, version)
+        self._served[name] = version
 
 
 def build_metrics(max_batch: int) -> ServiceMetrics:

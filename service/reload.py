@@ -65,15 +65,21 @@ class ModelReloader:
         self._lock = asyncio.Lock()
 
     @property
+    def registry(self) -> ModelRegistry:
+        return self._registry
+
+    @property
     def refused(self) -> tuple[str, ...]:
         """Versions on disk that failed to load (their files unchanged since), newest first."""
         return tuple(sorted(self._refused, key=int, reverse=True))
 
-    async def load_initial(self) -> ModelRuntime:
+    async def load_initial(self, required: bool = True) -> ModelRuntime | None:
         """Load the newest version that loads, and up to keep-1 older ones (best effort).
 
         Newer versions that fail are refused and logged; when none loads, ModelLoadError with
-        the newest version's problem (one line, nothing else logged).
+        the newest version's problem (one line, nothing else logged), or, when not `required`,
+        every version is refused (logged, counted; tried again when its files change) and the
+        answer is None.
         """
         versions = await self._call(self._repository.versions, "scan")
         if not versions:
@@ -99,6 +105,10 @@ class ModelReloader:
             for older_folder in reversed(older):
                 await self._try_load(older_folder)
             return newest
+        if not required:
+            for refused, message in failed:
+                self._refuse(refused, message)
+            return None
         others = [folder.version for folder, _ in failed[1:]]
         suffix = f" (older versions refused too: {', '.join(others)})" if others else ""
         raise ModelLoadError(failed[0][1] + suffix)
@@ -146,8 +156,8 @@ class ModelReloader:
                     newest_loaded = max(newest_loaded, int(folder.version))
             on_disk = [folder.version for folder in versions]
             for version in [v for v in self._refused if v not in on_disk]:
-                del self._refused[version]
-                self._metrics.refusal_cleared(version)
+                cleared = self._refused.pop(version)
+                self._metrics.refusal_cleared(_model_of(cleared), version)
             for runtime in self._registry.retain(on_disk):
                 self._loaded.pop(runtime.version, None)
                 self._unloaded(runtime, "its folder is gone")
@@ -213,14 +223,16 @@ class ModelReloader:
 
     def _refuse(self, folder: VersionFolder, message: str) -> None:
         self._refused[folder.version] = folder
-        self._metrics.model_refused(folder.version)
-        _LOGGER.error("refused model version %s: %s", folder.version, message)
+        self._metrics.model_refused(_model_of(folder), folder.version)
+        _LOGGER.error(
+            "refused model version %s: %s (model %s)", folder.version, message, _model_of(folder)
+        )
 
     def _install(self, runtime: ModelRuntime, folder: VersionFolder) -> None:
         dropped = self._registry.add(runtime)
         self._loaded[runtime.version] = folder
         if self._refused.pop(runtime.version, None) is not None:
-            self._metrics.refusal_cleared(runtime.version)
+            self._metrics.refusal_cleared(_model_of(folder), runtime.version)
         self._metrics.model_loaded(runtime.name, runtime.version)
         newest = self._registry.newest
         _LOGGER.info(
@@ -244,6 +256,11 @@ class ModelReloader:
     def _unloaded(self, runtime: ModelRuntime, reason: str) -> None:
         self._metrics.model_unloaded(runtime.name, runtime.version)
         _LOGGER.info("unloaded %s version %s: %s", runtime.name, runtime.version, reason)
+
+
+def _model_of(folder: VersionFolder) -> str:
+    """The model a version folder belongs to: `<repository>/<model>/<version>/`."""
+    return folder.path.parent.name
 
 
 def describe_failure(folder: VersionFolder, error: Exception) -> str:

@@ -19,8 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cvae.v1 import generator_pb2 as pb
-from modelrepo import ModelRepository
 from service.batcher import DynamicBatcher
+from service.catalog import ModelCatalog
 from service.credentials import CredentialsError, server_credentials
 from service.encoding import ImageEncoder
 from service.encoding_servicer import EncodingServicer
@@ -36,8 +36,6 @@ from service.oip.grpc_servicer import add_to_server as add_inference_to_server
 from service.oip.http_server import InferenceHttpServer
 from service.options import batching_policy, request_limits, runtime_options
 from service.reflection import enable_reflection
-from service.registry import ModelRegistry
-from service.reload import ModelReloader
 from service.servicer import GeneratorServicer, add_to_server, response_bytes
 from service.settings import ServiceSettings
 
@@ -104,14 +102,13 @@ class GenerationServer:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.repository = ModelRepository(settings.model_repository, settings.model_name)
         self.metrics: ServiceMetrics = build_metrics(settings.max_batch)
-        self.registry = ModelRegistry(keep=settings.keep_versions)
         self.batcher = DynamicBatcher(batching_policy(settings), self.metrics)
         self.health = HealthServicer()
-        self.reloader = ModelReloader(
-            self.repository,
-            self.registry,
+        self.catalog = ModelCatalog(
+            settings.model_repository,
+            settings.model_name,
+            settings.keep_versions,
             runtime_options(settings),
             self.metrics,
             settings.model_load_timeout_s,
@@ -145,7 +142,7 @@ class GenerationServer:
     async def open(self) -> None:
         """Check the repository exists, then listen: health says NOT_SERVING until `load`."""
         settings = self.settings
-        self.repository.newest()  # a missing or empty repository fails before any port opens
+        self.catalog.check()  # a missing or empty repository fails before any port opens
         try:
             credentials = server_credentials(settings)
         except CredentialsError as error:
@@ -154,13 +151,13 @@ class GenerationServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         generator = ImageGenerator(self.batcher)
         servicer = self._servicer = GeneratorServicer(
-            self.registry,
+            self.catalog,
             generator,
             self.metrics,
             request_limits(settings),
         )
         encoding = EncodingServicer(
-            self.registry,
+            self.catalog,
             ImageEncoder(self.batcher),
             self.metrics,
             settings.max_images_per_request,
@@ -170,7 +167,7 @@ class GenerationServer:
         # The Open Inference Protocol on the same port and data plane (its stubs live in a
         # descriptor pool of their own, so reflection does not list it).
         inference = InferenceServicer(
-            self.registry,
+            self.catalog,
             generator,
             self.metrics,
             servicer.in_flight,
@@ -180,7 +177,7 @@ class GenerationServer:
         add_inference_to_server(inference, self.server)
         if settings.http_port:
             self._inference_http = InferenceHttpServer(
-                self.registry,
+                self.catalog,
                 generator,
                 self.metrics,
                 servicer.in_flight,
@@ -233,7 +230,7 @@ class GenerationServer:
         """Load and warm up the newest version, then turn health SERVING."""
         settings = self.settings
         # A stop signal ends start-up whatever the load is doing (it is abandoned in its thread).
-        loading = asyncio.ensure_future(self.reloader.load_initial())
+        loading = asyncio.ensure_future(self.catalog.load())
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait((loading, stopping), return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -247,7 +244,8 @@ class GenerationServer:
         _warn_if_responses_cannot_fit(settings, runtime.spec)
         gc.collect()
         gc.freeze()  # what start-up built lives forever: keep it out of every later collection
-        for name in _HEALTH_NAMES:
+        # The server's names, and each model's name for the models with a version loaded.
+        for name in (*_HEALTH_NAMES, *self.catalog.loaded_names()):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
         _LOGGER.info(
@@ -272,7 +270,7 @@ class GenerationServer:
         self._tasks.add(asyncio.ensure_future(self.health.enter_graceful_shutdown()))
 
     async def run_until_stopped(self) -> None:
-        watcher = asyncio.ensure_future(self.reloader.watch(self.settings.reload_interval_s))
+        watcher = asyncio.ensure_future(self.catalog.watch(self.settings.reload_interval_s))
         try:
             await self._stopping.wait()
         finally:
@@ -358,7 +356,7 @@ async def serve(settings: ServiceSettings) -> int:
     server = GenerationServer(settings)
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, server.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, server.reloader.trigger)
+    loop.add_signal_handler(signal.SIGHUP, server.catalog.trigger)
     try:
         await server.start()
         await server.run_until_stopped()

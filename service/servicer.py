@@ -20,6 +20,7 @@ import grpc
 
 from cvae.v1 import generator_pb2 as pb
 from service import codec
+from service.catalog import ModelCatalog
 from service.errors import (
     STREAM_MEMORY,
     CallEnded,
@@ -30,7 +31,6 @@ from service.errors import (
 )
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
 from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
 
 _LOGGER = logging.getLogger(__name__)
 # Responses with more pixels than this are encoded off the event loop (numpy releases the GIL).
@@ -144,12 +144,12 @@ class GeneratorServicer:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        catalog: ModelCatalog,
         generator: ImageGenerator,
         metrics: ServiceMetrics,
         limits: RequestLimits,
     ) -> None:
-        self._registry = registry
+        self._catalog = catalog
         self._generator = generator
         self._metrics = metrics
         self._limits = limits
@@ -163,7 +163,7 @@ class GeneratorServicer:
         async with _Call(self._metrics, self.in_flight, "Generate", context):
             deadline = _deadline_of(context)
             request, packed = codec.parse_generate(data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             limit = self._limits.max_images_per_request
             job = codec.decode_generate(request, runtime.spec, limit, packed)
             room = self._limits.max_message_bytes
@@ -183,7 +183,7 @@ class GeneratorServicer:
             deadline = _deadline_of(context)
             request, packed = codec.parse_generate(data)
             del data  # a stream lives long: keep only the job (compact labels), not the request
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             limits = self._limits
             job = codec.decode_stream(
                 request,
@@ -217,14 +217,16 @@ class GeneratorServicer:
     ) -> pb.ModelInfo | None:
         async with _Call(self._metrics, self.in_flight, "GetModelInfo", context):
             request = codec.parse(pb.GetModelInfoRequest, data)
-            runtime = self._registry.resolve(request.model_version)
+            runtime = self._catalog.resolve(request.model_name, request.model_version)
             info = codec.encode_model_info(
                 runtime.spec,
-                self._registry.versions,
+                self._catalog.registry(request.model_name).versions,
                 self._limits.max_images_per_request,
                 self._limits.max_images_per_stream,
             )
             info.has_encoder = runtime.encoder is not None
+            info.available_models.extend(self._catalog.names)
+            info.default_model = self._catalog.default
             return info
         return None  # _Call has set the error status; gRPC sends no message with it
 

@@ -55,9 +55,11 @@ class ServiceSettings:
     )
     """The model repository (docs/model-repository.md); the newest version is served."""
     model_name: str = field(
-        default="", metadata=_about("model to serve; empty: the only one in the repository")
+        default="",
+        metadata=_about("default model (calls that name none); empty: the repository's only one"),
     )
-    """Which <name> folder of the repository to serve; required when there are several."""
+    """Every <name> folder of the repository is served; this one answers calls with an empty
+    model_name. Required when there are several."""
     host: str = field(default="0.0.0.0", metadata=_about("address to listen on"))
     """Interface the gRPC server binds ("0.0.0.0" all IPv4, "[::]" all IPv6 and IPv4)."""
     port: int = field(

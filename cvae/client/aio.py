@@ -53,8 +53,10 @@ class AsyncClient:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         tls: TlsConfig | None = None,
+        model: str = "",
     ) -> None:
         self.target = target
+        self.model = model
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._channel = aio_channel(target, tls)
@@ -74,6 +76,7 @@ class AsyncClient:
         self, model_version: str | None = None, timeout_s: float | None = None
     ) -> ModelInfo:
         request = pb.GetModelInfoRequest(model_version=model_version or "")
+        request.model_name = self.model
         info = await self._call(
             lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s, bool(model_version)
         )
@@ -100,6 +103,7 @@ class AsyncClient:
             model_version=model_version,
             omit_latents=omit_latents,
         )
+        request.model_name = self.model
         response = await self._call(
             lambda t: self._stub.Generate(request, timeout=t), timeout_s, bool(model_version)
         )
@@ -115,6 +119,7 @@ class AsyncClient:
     ) -> EncodeResult:
         """Q(z|x,y) of real images (uint8, float32 in [0, 1], or PNG bytes) and their labels."""
         request = encode_request(images, labels, model_version)
+        request.model_name = self.model
         response = await self._call(lambda t: self._stub.Encode(request, timeout=t), timeout_s)
         return encode_result(response)
 
@@ -130,6 +135,7 @@ class AsyncClient:
     ) -> GenerateResult:
         """Each image decoded from its posterior mean under its own label."""
         request = reconstruct_request(images, labels, encoding, model_version, omit_latents)
+        request.model_name = self.model
         response = await self._call(lambda t: self._stub.Reconstruct(request, timeout=t), timeout_s)
         return result_from_response(response)
 
@@ -149,6 +155,7 @@ class AsyncClient:
         request = restyle_request(
             images, labels, target_labels, encoding, model_version, omit_latents
         )
+        request.model_name = self.model
         response = await self._call(lambda t: self._stub.Restyle(request, timeout=t), timeout_s)
         return result_from_response(response)
 
@@ -165,6 +172,7 @@ class AsyncClient:
         """The bound on log p(x|y) under every label (k `samples`; 1: the ELBO), p(y|x), and
         the predicted label; seeded (the server draws a seed when none is given)."""
         request = score_request(images, labels, samples, seed, model_version)
+        request.model_name = self.model
         response = await self._call(lambda t: self._stub.Score(request, timeout=t), timeout_s)
         return score_result(response)
 
@@ -195,6 +203,7 @@ class AsyncClient:
         )
         while True:
             request, remaining = stream.next_attempt()
+            request.model_name = self.model
             call = self._stub.GenerateStream(request, timeout=remaining)
             try:
                 async for response in call:

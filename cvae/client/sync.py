@@ -45,7 +45,8 @@ class Client:
 
     `target` is "host:port" or "dns:///name:port" (calls are spread round-robin over every
     address the name resolves to). `timeout_s` is each call's default deadline, retries
-    included. Use as a context manager, or call `close()`.
+    included. `model` names the model every call uses, for a server with several (empty: the
+    server's default). Use as a context manager, or call `close()`.
     """
 
     def __init__(
@@ -55,8 +56,10 @@ class Client:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         tls: TlsConfig | None = None,
+        model: str = "",
     ) -> None:
         self.target = target
+        self.model = model
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._channel = sync_channel(target, tls)
@@ -77,6 +80,7 @@ class Client:
     ) -> ModelInfo:
         """Describe the newest loaded model, or the pinned `model_version`."""
         request = pb.GetModelInfoRequest(model_version=model_version or "")
+        request.model_name = self.model
         info = self._call(
             lambda t: self._stub.GetModelInfo(request, timeout=t), timeout_s, bool(model_version)
         )
@@ -104,6 +108,7 @@ class Client:
             model_version=model_version,
             omit_latents=omit_latents,
         )
+        request.model_name = self.model
         response = self._call(
             lambda t: self._stub.Generate(request, timeout=t), timeout_s, bool(model_version)
         )
@@ -119,6 +124,7 @@ class Client:
     ) -> EncodeResult:
         """Q(z|x,y) of real images (uint8, float32 in [0, 1], or PNG bytes) and their labels."""
         request = encode_request(images, labels, model_version)
+        request.model_name = self.model
         response = self._call(lambda t: self._stub.Encode(request, timeout=t), timeout_s)
         return encode_result(response)
 
@@ -134,6 +140,7 @@ class Client:
     ) -> GenerateResult:
         """Each image decoded from its posterior mean under its own label."""
         request = reconstruct_request(images, labels, encoding, model_version, omit_latents)
+        request.model_name = self.model
         response = self._call(lambda t: self._stub.Reconstruct(request, timeout=t), timeout_s)
         return result_from_response(response)
 
@@ -153,6 +160,7 @@ class Client:
         request = restyle_request(
             images, labels, target_labels, encoding, model_version, omit_latents
         )
+        request.model_name = self.model
         response = self._call(lambda t: self._stub.Restyle(request, timeout=t), timeout_s)
         return result_from_response(response)
 
@@ -169,6 +177,7 @@ class Client:
         """The bound on log p(x|y) under every label (k `samples`; 1: the ELBO), p(y|x), and
         the predicted label; seeded (the server draws a seed when none is given)."""
         request = score_request(images, labels, samples, seed, model_version)
+        request.model_name = self.model
         response = self._call(lambda t: self._stub.Score(request, timeout=t), timeout_s)
         return score_result(response)
 
@@ -204,6 +213,7 @@ class Client:
         )
         while True:
             request, remaining = stream.next_attempt()
+            request.model_name = self.model
             call = self._stub.GenerateStream(request, timeout=remaining)
             try:
                 for response in call:

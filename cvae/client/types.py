@@ -70,6 +70,10 @@ class ModelInfo:
     available_versions: tuple[str, ...]
     has_encoder: bool = False
     """Whether Encode, Reconstruct, Restyle and Score work on this version."""
+    available_models: tuple[str, ...] = ()
+    """Every model the server serves (`Client(model=...)` picks one)."""
+    default_model: str = ""
+    """The model calls get when the client names none."""
 
 
 def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray:
@@ -155,4 +159,6 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         metrics={metric.name: float(metric.value) for metric in info.metrics},
         available_versions=tuple(info.available_versions),
         has_encoder=bool(info.has_encoder),
+        available_models=tuple(info.available_models),
+        default_model=info.default_model,
     )

@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--format", choices=_FORMATS, default="npz", dest="dataset_format")
     parser.add_argument("--model-version", help="pin a model version (default: the newest)")
     parser.add_argument(
+        "--model", default="", help="model name, on a server with several (default: its default)"
+    )
+    parser.add_argument(
         "--chunk-size",
         type=int,
         default=1000,
@@ -143,6 +146,7 @@ def _job_from_args(args: argparse.Namespace) -> Any:
         chunk_size=args.chunk_size,
         stream_chunk_size=args.stream_chunk_size,
         model_version=args.model_version,
+        model=args.model,
         shard_index=env_index if args.shard_index is None else args.shard_index,
         shard_count=env_count if args.shard_count is None else args.shard_count,
         concurrency=args.concurrency,

@@ -40,6 +40,8 @@ class GenerateJob:
     stream_chunk_size: int = 0
     """Images per GenerateStream message (0: the server's default)."""
     model_version: str | None = None
+    model: str = ""
+    """The model to draw from, on a server with several (empty: the server's default)."""
     shard_index: int = 0
     shard_count: int = 1
     concurrency: int = 2
@@ -166,7 +168,9 @@ def run(job: GenerateJob) -> Path:
     try:
         existing = work.load_plan()
         version = job.model_version or (existing.model_version if existing else None)
-        with Client(job.server, timeout_s=job.timeout_s, retry=JOB_RETRY, tls=job.tls) as client:
+        with Client(
+            job.server, timeout_s=job.timeout_s, retry=JOB_RETRY, tls=job.tls, model=job.model
+        ) as client:
             info = client.model_info(version, timeout_s=min(job.timeout_s, 30.0))
             requested = JobPlan(
                 labels=validate_labels(job.labels, info),

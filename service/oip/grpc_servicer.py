@@ -17,12 +17,12 @@ import grpc
 
 from cvae.inference import grpc_service_pb2 as pb
 from service import codec
+from service.catalog import ModelCatalog
 from service.errors import ServiceError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics
 from service.oip import grpc_codec
 from service.oip.models import resolve_model
-from service.registry import ModelRegistry
 from service.runtime import ModelRuntime
 from service.servicer import _OFF_LOOP_PIXELS, InFlight, _Call, _deadline_of
 
@@ -40,14 +40,14 @@ class InferenceServicer:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        catalog: ModelCatalog,
         generator: ImageGenerator,
         metrics: ServiceMetrics,
         in_flight: InFlight,
         max_images_per_request: int,
         is_ready: Callable[[], bool],
     ) -> None:
-        self._registry = registry
+        self._catalog = catalog
         self._generator = generator
         self._metrics = metrics
         self._in_flight = in_flight
@@ -96,7 +96,9 @@ class InferenceServicer:
         async with self._call("ModelMetadata", context):
             request = codec.parse(pb.ModelMetadataRequest, data)
             runtime = self._resolve(request.name, request.version)
-            return grpc_codec.encode_metadata(runtime.spec, self._registry.versions)
+            return grpc_codec.encode_metadata(
+                runtime.spec, self._catalog.registry(runtime.name).versions
+            )
         return None
 
     async def ModelInfer(
@@ -123,7 +125,7 @@ class InferenceServicer:
         return _Call(self._metrics, self._in_flight, method, context, PROTOCOL)
 
     def _resolve(self, name: str, version: str) -> ModelRuntime:
-        return resolve_model(self._registry, name, version)
+        return resolve_model(self._catalog, name, version)
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:

@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from service.catalog import ModelCatalog
 from service.errors import DeadlineExpired, ServiceError
 from service.generator import ImageGenerator
 from service.metrics import ServiceMetrics
 from service.oip import http_codec
 from service.oip.grpc_servicer import SERVER_NAME, server_version
 from service.oip.models import resolve_model
-from service.registry import ModelRegistry
 from service.servicer import _OFF_LOOP_PIXELS, InFlight
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class InferenceHttpServer:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        catalog: ModelCatalog,
         generator: ImageGenerator,
         metrics: ServiceMetrics,
         in_flight: InFlight,
@@ -57,7 +57,7 @@ class InferenceHttpServer:
         grace_period_s: float,
         is_ready: Callable[[], bool],
     ) -> None:
-        self._registry = registry
+        self._catalog = catalog
         self._generator = generator
         self._metrics = metrics
         self._in_flight = in_flight
@@ -148,18 +148,20 @@ class InferenceHttpServer:
         return web.json_response(document)
 
     async def _model_metadata(self, request: web.Request) -> web.Response:
-        runtime = resolve_model(self._registry, *_model_of(request))
-        return web.json_response(http_codec.model_metadata(runtime.spec, self._registry.versions))
+        runtime = resolve_model(self._catalog, *_model_of(request))
+        return web.json_response(
+            http_codec.model_metadata(runtime.spec, self._catalog.registry(runtime.name).versions)
+        )
 
     async def _model_ready(self, request: web.Request) -> web.Response:
         try:
-            resolve_model(self._registry, *_model_of(request))
+            resolve_model(self._catalog, *_model_of(request))
         except ServiceError:
             return web.json_response({"ready": False}, status=400)
         return await self._ready(request)
 
     async def _infer(self, request: web.Request) -> web.Response:
-        runtime = resolve_model(self._registry, *_model_of(request))
+        runtime = resolve_model(self._catalog, *_model_of(request))
         body = await request.read()
         infer = http_codec.decode_infer(
             body, request.headers.get(http_codec.HEADER_LENGTH), runtime.spec, self._max_images

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from service.errors import ModelNotFound, NotReady, brief
-from service.registry import ModelRegistry
+from service.catalog import ModelCatalog
+from service.errors import ModelNotFound
 from service.runtime import ModelRuntime
 
 
-def resolve_model(registry: ModelRegistry, name: str, version: str) -> ModelRuntime:
-    """The runtime of model `name` at `version` ("" the newest); NOT_FOUND when not served."""
-    newest = registry.newest
-    if newest is None:
-        raise NotReady("no model version is loaded yet; retry shortly")
-    if name != newest.name:
-        raise ModelNotFound(f"model_name: {brief(name)} is not served here; models: {newest.name}")
-    return registry.resolve(version)
+def resolve_model(catalog: ModelCatalog, name: str, version: str) -> ModelRuntime:
+    """The runtime of model `name` at `version` ("" the newest); NOT_FOUND when not served.
+
+    The protocol always names its model: an empty name is not the default model here."""
+    if not name:
+        raise ModelNotFound("model_name: empty; models: " + ", ".join(catalog.names))
+    return catalog.resolve(name, version)

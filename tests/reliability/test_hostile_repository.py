@@ -83,8 +83,8 @@ def test_a_new_replica_serves_the_newest_version_that_loads(tmp_path: Path) -> N
     with ServerProcess(root, "--reload-interval-s", "0") as server:
         assert _served(server) == "1"
         assert server.metric("cvae_model_reloads_total", _REFUSED) == 2
-        assert server.metric("cvae_model_refused_info", 'version="2"') == 1
-        assert server.metric("cvae_model_refused_info", 'version="3"') == 1
+        assert server.metric("cvae_model_refused_info", 'name="cvae-mnist",version="2"') == 1
+        assert server.metric("cvae_model_refused_info", 'name="cvae-mnist",version="3"') == 1
         response = server.stub.Generate(pb.GenerateRequest(labels=[3], seed=1), timeout=30)
         assert response.model_version == "1"
         log = server.log()

@@ -129,8 +129,10 @@ def test_each_refusal_is_counted_under_its_own_reason(server: ServerProcess) -> 
     a short deadline behind queued work is refused too (deadline_too_short)."""
     before = {r: server.metric("cvae_refusals_total", f'reason="{r}"') for r in REFUSAL_REASONS}
     seen = {reason: 0 for reason in REFUSAL_REASONS}
+    expired = 0  # calls whose client deadline passed first: the server may have refused them
 
     def call(index: int) -> None:
+        nonlocal expired
         request = pb.GenerateRequest(labels=[1] * 256, seed=index, omit_latents=True)
         try:
             server.stub.Generate(request, timeout=0.05 if index % 2 else 30)
@@ -138,6 +140,8 @@ def test_each_refusal_is_counted_under_its_own_reason(server: ServerProcess) -> 
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 details = error.details() or ""
                 seen["queue_full" if "queue full" in details else "deadline_too_short"] += 1
+            elif error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                expired += 1
 
     with ThreadPoolExecutor(16) as pool:
         for _ in range(20):
@@ -145,6 +149,12 @@ def test_each_refusal_is_counted_under_its_own_reason(server: ServerProcess) -> 
             if seen["queue_full"] and seen["deadline_too_short"]:  # the two provoked here
                 break
     assert seen["queue_full"] > 0
+    # Every refusal a client saw is counted under its reason; a refusal whose answer lost the
+    # race with a 50 ms client deadline is counted too, though that client saw DEADLINE_EXCEEDED.
+    counted = {
+        reason: server.metric("cvae_refusals_total", f'reason="{reason}"') - before[reason]
+        for reason in REFUSAL_REASONS
+    }
     for reason in REFUSAL_REASONS:
-        counted = server.metric("cvae_refusals_total", f'reason="{reason}"') - before[reason]
-        assert counted == seen[reason], reason
+        assert counted[reason] >= seen[reason], reason
+    assert sum(counted.values()) - sum(seen.values()) <= expired
