@@ -33,7 +33,11 @@ def read_spec(folder: Path, max_bytes: int = MAX_VERSION_BYTES) -> ModelSpec:
     `max_bytes` caps the version's files together (model.json is capped on its own).
     """
     json_path = folder / DESCRIPTION_FILE
-    data = _read_regular(json_path, MAX_DESCRIPTION_BYTES, "model.json")
+    data = _read_regular(
+        json_path,
+        MAX_DESCRIPTION_BYTES,
+        f"model.json may have at most {MAX_DESCRIPTION_BYTES} bytes",
+    )
     document = parse_json(data, json_path)
     spec = parse_document(document, folder)
     if spec.version != folder.name:
@@ -48,7 +52,7 @@ def read_spec(folder: Path, max_bytes: int = MAX_VERSION_BYTES) -> ModelSpec:
     budget = max_bytes - len(data)
     for graph in spec.graphs:
         path = spec.path_of(graph)
-        actual, size = _digest(path, budget)
+        actual, size = _digest(path, budget, max_bytes)
         budget -= size
         if actual != graph.sha256:
             raise ModelRepositoryError(
@@ -57,7 +61,7 @@ def read_spec(folder: Path, max_bytes: int = MAX_VERSION_BYTES) -> ModelSpec:
             )
     for file, expected in sorted(spec.files.items()):
         path = folder / file
-        actual, size = _digest(path, budget)
+        actual, size = _digest(path, budget, max_bytes)
         budget -= size
         if actual != expected:
             raise ModelRepositoryError(
@@ -89,7 +93,7 @@ def newest_readable_spec(root: Path, model_name: str = "") -> ModelSpec:
 
 
 def sha256_of(path: Path) -> str:
-    return _digest(path, MAX_VERSION_BYTES)[0]
+    return _digest(path, MAX_VERSION_BYTES, MAX_VERSION_BYTES)[0]
 
 
 def parse_json(data: bytes, path: Path) -> dict[str, Any]:
@@ -142,8 +146,9 @@ def _deeper_than(document: Any, limit: int) -> bool:
     return False
 
 
-def _open_regular(path: Path, limit: int, what: str) -> tuple[io.BufferedReader, int]:
-    """`path` opened for reading if it is a regular file of at most `limit` bytes.
+def _open_regular(path: Path, limit: int, allowed: str) -> tuple[io.BufferedReader, int]:
+    """`path` opened for reading if it is a regular file of at most `limit` bytes (`allowed`
+    says how many it may have, for the message).
 
     Checked before opening (opening a device can have effects of its own) and again on the
     open descriptor (the entry may be replaced in between); O_NONBLOCK: a FIFO never blocks.
@@ -162,27 +167,26 @@ def _open_regular(path: Path, limit: int, what: str) -> tuple[io.BufferedReader,
         os.close(descriptor)
         if not stat.S_ISREG(status.st_mode):
             raise ModelRepositoryError(f"{path}: not a regular file ({_kind(status.st_mode)})")
-        raise ModelRepositoryError(
-            f"{path}: {status.st_size} bytes, more than the {limit} {what} may have"
-        )
+        raise ModelRepositoryError(f"{path}: {status.st_size} bytes, too big ({allowed})")
     return io.BufferedReader(io.FileIO(descriptor, "r")), status.st_size
 
 
-def _read_regular(path: Path, limit: int, what: str) -> bytes:
-    stream, _ = _open_regular(path, limit, what)
+def _read_regular(path: Path, limit: int, allowed: str) -> bytes:
+    stream, _ = _open_regular(path, limit, allowed)
     try:
         with stream:
             data = stream.read(limit + 1)
     except OSError as error:
         raise ModelRepositoryError(f"{path}: cannot be read ({error.strerror})") from None
     if len(data) > limit:  # it grew while being read
-        raise ModelRepositoryError(f"{path}: more than the {limit} bytes {what} may have")
+        raise ModelRepositoryError(f"{path}: grew while read, too big ({allowed})")
     return data
 
 
-def _digest(path: Path, budget: int) -> tuple[str, int]:
+def _digest(path: Path, budget: int, max_bytes: int) -> tuple[str, int]:
     """sha256 and size of a regular file that fits the remaining `budget` of its version."""
-    stream, size = _open_regular(path, max(budget, 0), "the version's files (--max-model-bytes)")
+    allowed = f"a version's files may have at most {max_bytes} bytes in all, --max-model-bytes"
+    stream, size = _open_regular(path, max(budget, 0), allowed)
     try:
         with stream:
             digest = hashlib.file_digest(stream, "sha256")

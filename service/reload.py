@@ -81,7 +81,10 @@ class ModelReloader:
         every version is refused (logged, counted; tried again when its files change) and the
         answer is None.
         """
-        versions = await self._call(self._repository.versions, "scan")
+        try:
+            versions = await self._call(self._repository.versions, "scan")
+        except TimeoutError as error:
+            raise ModelLoadError(f"{self._repository.model_dir()}: listing it {error}") from None
         if not versions:
             self._repository.newest()  # raises the "no version folder" error
         failed: list[tuple[VersionFolder, str]] = []
@@ -192,6 +195,8 @@ class ModelReloader:
             )
             if spec.document == current.spec.document:  # same files (their sha256s say so)
                 self._loaded[folder.version] = folder
+                if self._refused.pop(folder.version, None) is not None:  # restored as loaded
+                    self._metrics.refusal_cleared(folder.version)
                 return
             runtime = await self._load(folder)
         except Exception as error:

@@ -16,6 +16,7 @@ from modelrepo import (
     ModelRepository,
     ModelRepositoryError,
     model_document,
+    newest_readable_spec,
     read_spec,
 )
 from tests.service.modelrepo import DecoderSpec, write_version
@@ -200,3 +201,37 @@ def test_model_names_lists_every_model(tmp_path: Path) -> None:
     write_version(tmp_path, "1", name="a")
     (tmp_path / ".staging").mkdir()
     assert ModelRepository(tmp_path).model_names() == ["a", "b"]
+
+
+def test_only_ascii_digit_names_without_a_leading_zero_are_versions(tmp_path: Path) -> None:
+    write_version(tmp_path, "3")
+    for name in ("²", "٣", "03", "1" * 19, "+4", " 5"):
+        (tmp_path / "cvae-mnist" / name).mkdir()
+    assert [folder.version for folder in ModelRepository(tmp_path).versions()] == ["3"]
+
+
+def test_other_files_of_a_version_must_be_in_its_integrity_record(tmp_path: Path) -> None:
+    folder = write_version(tmp_path, "1")
+    (folder / "notes.txt").write_text("a file model.json does not name")
+    with pytest.raises(ModelRepositoryError) as raised:
+        read_spec(folder)
+    assert str(raised.value).startswith(f"{folder / 'notes.txt'}: not in model.json's integrity")
+    document = json.loads((folder / "model.json").read_text())
+    document["files"] = {"notes.txt": hashlib.sha256(b"other bytes").hexdigest()}
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(ModelRepositoryError) as raised:
+        read_spec(folder)
+    assert "notes.txt: sha256" in str(raised.value) and "does not match" in str(raised.value)
+    digest = hashlib.sha256((folder / "notes.txt").read_bytes()).hexdigest()
+    document["files"] = {"notes.txt": digest}
+    (folder / "model.json").write_text(json.dumps(document))
+    assert read_spec(folder).files == {"notes.txt": digest}
+
+
+def test_newest_readable_spec_skips_newer_versions_that_do_not_read(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    write_version(tmp_path, "2", breakage="sha_mismatch")
+    assert newest_readable_spec(tmp_path).version == "1"
+    write_version(tmp_path / "broken", "1", breakage="bad_json")
+    with pytest.raises(ModelRepositoryError, match="not valid JSON"):
+        newest_readable_spec(tmp_path / "broken")

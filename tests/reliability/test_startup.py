@@ -125,3 +125,36 @@ def test_sighup_from_the_first_moment_of_start_up_does_not_kill_the_server(
         assert server.wait(60) == 0
     finally:
         server.stop()
+
+
+def _big_model_json(root: Path) -> Path:
+    folder = write_version(root, "1")
+    path = folder / "model.json"
+    path.write_text(
+        path.read_text().replace(
+            '"training_config": {', '"pad": "' + "x" * (1 << 20) + '", "training_config": {', 1
+        )
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "named", "problem"),
+    [
+        (lambda root: write_version(root, "1"), ("--max-model-bytes", "100000"), "model.onnx",
+         "too big (a version's files may have at most 100000 bytes in all, --max-model-bytes)"),
+        (_big_model_json, (), "model.json", "too big (model.json may have at most 1048576 bytes)"),
+    ],
+    ids=["max-model-bytes", "model-json-over-1-mib"],
+)  # fmt: skip
+def test_a_version_over_its_size_caps_is_refused_before_it_is_read(
+    tmp_path: Path, make: Callable[[Path], Path], args: tuple[str, ...], named: str, problem: str
+) -> None:
+    root = tmp_path / "models"
+    where = make(root) / named
+    result = run_serve(root, *args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"cvae serve: {where}: "), lines[0]
+    assert problem in lines[0], lines[0]
