@@ -196,7 +196,7 @@ class ModelReloader:
             if spec.document == current.spec.document:  # same files (their sha256s say so)
                 self._loaded[folder.version] = folder
                 if self._refused.pop(folder.version, None) is not None:  # restored as loaded
-                    self._metrics.refusal_cleared(folder.version)
+                    self._metrics.refusal_cleared(_model_of(folder), folder.version)
                 return
             runtime = await self._load(folder)
         except Exception as error:
