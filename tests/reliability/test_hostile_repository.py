@@ -107,7 +107,7 @@ def test_workers_serve_the_newest_version_that_loads(tmp_path: Path) -> None:
             with server.new_channel() as channel:
                 stub = pb_grpc.GeneratorStub(channel)
                 assert stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).version == "1"
-        assert server.metric("cvae_model_refused_info", 'version="2"') == 1
+        assert server.metric("cvae_model_refused_info", 'name="cvae-mnist",version="2"') == 1
         assert server.metric("cvae_model_reloads_total", _REFUSED) == 2  # once per worker
         server.signal(signal.SIGTERM)
         assert server.wait(60) == 0
