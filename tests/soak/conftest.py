@@ -20,19 +20,6 @@ from tests.soak import report
 _HERE = Path(__file__).resolve().parent
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true", default=False, help="run tests/soak")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("soak", default=False):
-        return
-    skip = pytest.mark.skip(reason="soak run: `make soak` (pytest tests/soak --soak)")
-    for item in items:
-        if _HERE in Path(str(item.path)).resolve().parents:
-            item.add_marker(skip)
-
-
 def environment() -> dict[str, Any]:
     return {
         "started_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
