@@ -142,7 +142,17 @@ def test_reload_survives_every_hostile_version_and_sigterm_drains(tmp_path: Path
                 assert len(lines) == 1 and PROBLEMS[hostile] in lines[0], (hostile, lines)
         response = server.stub.Generate(pb.GenerateRequest(labels=[7], seed=2), timeout=30)
         assert response.model_version == last
+        # SIGTERM drains: a stream in flight when it comes gets every chunk.
+        chunks = 8
+        request = pb.GenerateRequest(labels=[7] * (256 * chunks), seed=1, chunk_size=256)
+        stream = server.stub.GenerateStream(request, timeout=120)
+        first = next(stream)
         server.signal(signal.SIGTERM)
+        rest = []
+        for chunk in stream:  # slowly: the server keeps draining meanwhile
+            rest.append(chunk)
+            time.sleep(0.02)
+        assert [c.offset for c in [first, *rest]] == [256 * i for i in range(chunks)]
         assert server.wait(60) == 0
         log = server.log()
         assert "stopped" in log
@@ -163,6 +173,26 @@ def test_sigterm_during_a_load_that_never_ends_exits_0(tmp_path: Path) -> None:
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def test_sigterm_during_a_reload_that_never_ends_drains_and_exits_0(tmp_path: Path) -> None:
+    """A hot reload whose warm-up never ends holds neither the stop nor the drain."""
+    root = tmp_path / "models"
+    write_version(root, "1")
+    args = ("--model-load-timeout-s", "600", "--reload-interval-s", "0.2")
+    with ServerProcess(root, *args) as server:
+        _publish(root, "2", HOSTILE_HUNG)
+        time.sleep(2.0)  # the watcher found it and its load is under way
+        stream = server.stub.GenerateStream(
+            pb.GenerateRequest(labels=[3] * 1024, seed=1, chunk_size=256), timeout=120
+        )
+        first = next(stream)
+        assert first.model_version == "1"
+        server.signal(signal.SIGTERM)
+        assert len([first, *stream]) == 4
+        assert server.wait(60) == 0, server.log()
+        assert "stopped" in server.log()
+        assert "Traceback" not in server.log()
 
 
 def test_a_load_past_its_timeout_is_abandoned_and_later_versions_load(tmp_path: Path) -> None:
