@@ -323,7 +323,8 @@ def exit_past_abandoned_loads(code: int) -> int:
     the process leaves without finalizing (logs and standard streams flushed first)."""
     if not any(thread.is_alive() for thread in list(_RUNNING)):
         return code
-    _LOGGER.warning("exiting with %d abandoned model load(s) still running", len(_RUNNING))
+    if code == 0:  # a failed start said so in its one line already
+        _LOGGER.warning("exiting with %d abandoned model load(s) still running", len(_RUNNING))
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

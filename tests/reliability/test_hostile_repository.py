@@ -74,6 +74,17 @@ def test_a_hostile_only_version_exits_1_with_one_line(tmp_path: Path, hostile: s
     assert PROBLEMS[hostile] in lines[0], lines[0]
 
 
+def test_an_only_version_whose_load_never_ends_exits_1_with_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    HOSTILE_HUNG(root, "1")
+    result = run_serve(root, "--model-load-timeout-s", "2")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"cvae serve: {root / _MODEL / '1'}: loading did not finish"), lines
+    assert "within 2 s (--model-load-timeout-s)" in lines[0]
+
+
 def test_a_new_replica_serves_the_newest_version_that_loads(tmp_path: Path) -> None:
     root = tmp_path / "models"
     write_version(root, "1")
