@@ -77,34 +77,28 @@ def fifo(file: str) -> Callable[[Path, str], Path]:
     return make
 
 
-def huge_integer(root: Path, version: str) -> Path:
-    """latent_dim written with 5,000 digits (beyond Python's 4,300-digit int() limit)."""
-    folder = write_version(root, version)
-    path = folder / "model.json"
-    text = path.read_text().replace('"latent_dim": 16', '"latent_dim": 1' + "0" * 4999, 1)
-    path.write_text(text)
-    return folder
+def replaced(old: str, new: str) -> Callable[[Path, str], Path]:
+    """model.json's text with `old` replaced by `new` once (what JSON tools would not write)."""
+
+    def make(root: Path, version: str) -> Path:
+        folder = write_version(root, version)
+        path = folder / "model.json"
+        text = path.read_text()
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1))
+        return folder
+
+    return make
 
 
-def deep_json(root: Path, version: str) -> Path:
-    """training_config nested 100,000 lists deep."""
-    folder = write_version(root, version)
-    path = folder / "model.json"
-    depth = 100_000
-    text = path.read_text().replace(
-        '"training_config": {', '"deep": ' + "[" * depth + "]" * depth + ', "training_config": {', 1
-    )
-    path.write_text(text)
-    return folder
-
-
-def long_metric(root: Path, version: str) -> Path:
-    """A metric of 400 digits: float() of it overflows."""
-    folder = write_version(root, version)
-    path = folder / "model.json"
-    text = path.read_text().replace('"label_accuracy": 0.5', '"label_accuracy": ' + "9" * 400, 1)
-    path.write_text(text)
-    return folder
+_DEPTH = 100_000
+# latent_dim of 5,000 digits (beyond Python's 4,300-digit int() limit); training_config nested
+# 100,000 lists deep; a metric of 400 digits (float() of it overflows).
+huge_integer = replaced('"latent_dim": 16', '"latent_dim": 1' + "0" * 4999)
+deep_json = replaced(
+    '"training_config": {', f'"deep": {"[" * _DEPTH}{"]" * _DEPTH}, "training_config": {{'
+)
+long_metric = replaced('"label_accuracy": 0.5', '"label_accuracy": ' + "9" * 400)
 
 
 def wrong_name(root: Path, version: str) -> Path:
