@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
         help="Export a trained decoder to an ONNX model repository.",
         description=(
             "Export the decoder of a training checkpoint to ONNX and publish it as "
-            "<repository>/<name>/<version>/ with model.onnx and model.json "
+            "<repository>/<name>/<version>/ with model.onnx, its encoder as encoder.onnx and "
+            "model.json "
             "(see docs/model-repository.md). An existing version is never overwritten."
         ),
     )
@@ -35,6 +36,11 @@ def register(subparsers: Any) -> None:
         "--metrics", type=Path, default=None, help="metrics.json written by `cvae evaluate`"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (18)")
+    parser.add_argument(
+        "--no-encoder",
+        action="store_true",
+        help="publish the decoder alone (default: the encoder too, as encoder.onnx)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -53,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
             version=args.version,
             metrics_path=args.metrics,
             opset=args.opset,
+            with_encoder=not args.no_encoder,
         )
     except (CheckpointError, MetricsError, OnnxExportError, ModelRepositoryError) as error:
         raise SystemExit(f"cvae export: {error}") from error

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from export.onnx_decoder import (
@@ -20,7 +21,23 @@ from export.onnx_decoder import (
     export_decoder,
     opset_of,
 )
-from modelrepo import DECODER, DECODER_FILE, GraphSpec, model_document, publish_version
+from export.onnx_encoder import (
+    ENCODER_FILE,
+    INPUT_IMAGE,
+    OUTPUT_LOG_VARIANCE,
+    OUTPUT_MEAN,
+    check_encoder_parity,
+    export_encoder,
+)
+from export.onnx_encoder import INPUT_LABEL as ENCODER_INPUT_LABEL
+from modelrepo import (
+    DECODER,
+    DECODER_FILE,
+    ENCODER,
+    GraphSpec,
+    model_document,
+    publish_version,
+)
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, config_to_dict
 from training.data import file_sha256
@@ -67,8 +84,10 @@ def describe(
     metrics: dict[str, Any],
     created_at: str,
     onnx_sha256: str = "",
+    encoder_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """model.json of the exported decoder (the hash is added once the ONNX file is final)."""
+    """model.json of the exported decoder (the hash is added once the ONNX file is final) and,
+    given its hash, of the encoder graph beside it."""
     config = model.config
     decoder = GraphSpec(
         role=DECODER,
@@ -77,6 +96,15 @@ def describe(
         inputs={"latent": INPUT_LATENT, "label": INPUT_LABEL},
         outputs={"image": OUTPUT_IMAGE},
     )
+    encoder = None
+    if encoder_sha256 is not None:
+        encoder = GraphSpec(
+            role=ENCODER,
+            file=ENCODER_FILE,
+            sha256=encoder_sha256,
+            inputs={"image": INPUT_IMAGE, "label": ENCODER_INPUT_LABEL},
+            outputs={"mean": OUTPUT_MEAN, "log_variance": OUTPUT_LOG_VARIANCE},
+        )
     return model_document(
         name=name,
         version=version,
@@ -89,6 +117,7 @@ def describe(
         training_config=config_to_dict(train_config),
         metrics=metrics,
         created_at=created_at,
+        encoder=encoder,
     )
 
 
@@ -113,16 +142,31 @@ def export_checkpoint(
     version: int | None = None,
     metrics_path: Path | None = None,
     opset: int = OPSET,
+    with_encoder: bool = True,
 ) -> Path:
-    """Export the checkpoint's decoder as models/<name>/<version>/; returns that folder."""
+    """Export the checkpoint's served decoder (and, `with_encoder`, its encoder) as
+    models/<name>/<version>/; returns that folder."""
     model, train_config, _extra = load_checkpoint(checkpoint)
     metrics = read_metrics(metrics_path, checkpoint)
-    latent_dim = model.config.latent_dim
+    config = model.config
+    latent_dim = config.latent_dim
+    decoder = model.served_decoder()
 
     def write_files(folder: Path, chosen_version: int) -> dict[str, Any]:
+        encoder_sha256 = None
+        if with_encoder:
+            encoder_path = folder / ENCODER_FILE
+            _LOGGER.info("exporting the encoder to ONNX (opset %d)", opset)
+            encoder = model.served_encoder()
+            export_encoder(encoder, config.image_shape, latent_dim, encoder_path, opset=opset)
+            rng = np.random.default_rng(0)
+            images = rng.random((64, *config.image_shape), dtype=np.float32)
+            labels = (np.arange(64) % config.num_classes).astype(np.int64)
+            check_encoder_parity(encoder, encoder_path, images, labels)
+            encoder_sha256 = file_sha256(encoder_path)
         onnx_path = folder / DECODER_FILE
         _LOGGER.info("exporting the decoder to ONNX (opset %d)", opset)
-        export_decoder(model.decoder, latent_dim, onnx_path, opset=opset)
+        export_decoder(decoder, latent_dim, onnx_path, opset=opset)
         graph = onnx.load(str(onnx_path))
         description = describe(
             model,
@@ -132,13 +176,14 @@ def export_checkpoint(
             opset=opset_of(graph),
             metrics=metrics,
             created_at=utc_now(),
+            encoder_sha256=encoder_sha256,
         )
         del graph.metadata_props[:]
         for key, value in metadata_props(description).items():
             graph.metadata_props.add(key=key, value=value)
         check_graph(graph, latent_dim)
         onnx.save(graph, str(onnx_path))
-        check_parity(model.decoder, onnx_path, latent_dim, model.config.num_classes)
+        check_parity(decoder, onnx_path, latent_dim, config.num_classes)
         description["onnx_sha256"] = file_sha256(onnx_path)  # the key keeps its place
         return description
 

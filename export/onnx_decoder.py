@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,10 +40,19 @@ class OnnxExportError(RuntimeError):
     """The decoder could not be exported, or the exported graph is not what the contract says."""
 
 
-def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: int = OPSET) -> None:
-    """Write the decoder to `path` as one self-contained ONNX file, then check it."""
-    decoder = decoder.eval()
-    example = (torch.zeros(2, latent_dim), torch.zeros(2, dtype=torch.int64))
+def export_graph(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    path: Path,
+    *,
+    opset: int = OPSET,
+) -> onnx.ModelProto:
+    """Export `module` (every input batch-major) to `path` as one self-contained ONNX file,
+    without the exporter's per-node source metadata (stack traces name the build machine's
+    paths); returns the saved graph."""
+    module = module.eval()
     batch = torch.export.Dim(BATCH_AXIS, min=1)
     try:
         with warnings.catch_warnings(), _quiet_exporter_logs():
@@ -50,13 +60,13 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
             program = torch.onnx.export(
-                decoder,
+                module,
                 example,
-                input_names=[INPUT_LATENT, INPUT_LABEL],
-                output_names=[OUTPUT_IMAGE],
+                input_names=input_names,
+                output_names=output_names,
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes=({0: batch}, {0: batch}),  # (z, label), by position
+                dynamic_shapes=tuple({0: batch} for _ in example),  # by position
                 verbose=False,
             )
     except Exception as error:  # the exporter raises many types; none is recoverable here
@@ -64,7 +74,45 @@ def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: in
     if program is None:
         raise OnnxExportError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
-    check_graph(onnx.load(str(path)), latent_dim)
+    graph = strip_source_metadata(onnx.load(str(path)))
+    onnx.save(graph, str(path))
+    return graph
+
+
+def strip_source_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the metadata torch's exporter attaches to nodes and values (stack traces with the
+    source files' absolute paths, FX node text, name scopes): the graph's computation and its
+    model-level metadata_props stay."""
+    graphs: list[Any] = [model.graph, *model.functions]
+    while graphs:
+        graph = graphs.pop()
+        nodes = graph.node
+        for node in nodes:
+            del node.metadata_props[:]
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+        for values in (getattr(graph, "input", []), getattr(graph, "output", [])):
+            for value in values:
+                if hasattr(value, "metadata_props"):
+                    del value.metadata_props[:]
+        for value in getattr(graph, "value_info", []):
+            del value.metadata_props[:]
+        for tensor in getattr(graph, "initializer", []):
+            del tensor.metadata_props[:]
+        if hasattr(graph, "metadata_props"):
+            del graph.metadata_props[:]
+    return model
+
+
+def export_decoder(decoder: nn.Module, latent_dim: int, path: Path, *, opset: int = OPSET) -> None:
+    """Write the decoder (z, label) -> image to `path` as one ONNX file, then check it."""
+    example = (torch.zeros(2, latent_dim), torch.zeros(2, dtype=torch.int64))
+    graph = export_graph(
+        decoder, example, [INPUT_LATENT, INPUT_LABEL], [OUTPUT_IMAGE], path, opset=opset
+    )
+    check_graph(graph, latent_dim)
 
 
 @contextlib.contextmanager

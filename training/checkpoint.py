@@ -46,8 +46,12 @@ def load_checkpoint(path: str | Path) -> tuple[CVAE, TrainConfig, dict[str, Any]
         raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from error
     if not isinstance(payload, dict) or payload.get("format_version") != _FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a CVAE checkpoint (format {_FORMAT_VERSION})")
+    values = dict(payload["train_config"])
+    if isinstance(values.get("model"), dict) and "prior" not in values["model"]:
+        # written before the prior was configurable: the model had the standard normal prior
+        values["model"] = {**values["model"], "prior": "standard"}
     try:
-        config = config_from_dict(payload["train_config"])
+        config = config_from_dict(values)
     except ConfigError as error:
         raise CheckpointError(f"{path} holds an invalid configuration: {error}") from error
     model = CVAE(config.model)

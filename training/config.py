@@ -41,6 +41,13 @@ class ModelConfig:
     # decoder channels at 1/4, 1/2 and full resolution
     decoder_refine_convs: int = 1
     # 3x3 convs after each upsampling stage (each conditioned on the label)
+    prior: str = "standard"
+    # standard: p(z|y) = N(0, I); flow: a label-conditioned flow of N(0, I) noise, learned on
+    # the ELBO (training/prior.py); the served decoder then takes the noise
+    prior_layers: int = 4
+    # affine coupling layers of the flow prior
+    prior_hidden: int = 64
+    # hidden width of each coupling layer's scale-and-shift network
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
@@ -59,6 +66,11 @@ class ModelConfig:
             "layer sizes must be positive",
         )
         _require(self.decoder_refine_convs >= 0, "decoder_refine_convs must be >= 0")
+        _require(self.prior in ("standard", "flow"), "prior is standard or flow")
+        _require(self.prior_layers >= 1 and self.prior_hidden >= 1, "prior sizes: positive")
+        _require(
+            self.prior == "standard" or self.latent_dim % 2 == 0, "the flow prior: even latent_dim"
+        )
 
 
 @dataclass

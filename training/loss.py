@@ -19,6 +19,7 @@ def negative_elbo(
     logvar: torch.Tensor,
     kl_weight: float = 1.0,
     free_bits: float = 0.0,
+    kl_per_image: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, recon, kl), each a mean over images in nats per image.
 
@@ -26,6 +27,8 @@ def negative_elbo(
     kl: KL(q(z|x,y) || N(0, I)) summed over latent dims. loss = recon + kl_weight * kl, where
     with `free_bits` > 0 each dimension's batch-mean KL below that many nats is not penalised
     (recon and kl are always the true terms, so recon + kl is the real negative ELBO).
+    `kl_per_image` (N,), when given, is the KL term instead of the closed form against N(0, I)
+    (a learned prior's estimate; free bits then do not apply).
     """
     batch = x.shape[0]
     recon = (
@@ -34,6 +37,11 @@ def negative_elbo(
         )
         / batch
     )
+    if kl_per_image is not None:
+        if free_bits > 0:
+            raise ValueError("free bits need the closed-form KL against N(0, I)")
+        kl = kl_per_image.mean()
+        return recon + kl_weight * kl, recon, kl
     kl_dims = kl_per_dim(mu, logvar).mean(dim=0)  # (latent,)
     kl = kl_dims.sum()
     penalised = torch.clamp(kl_dims, min=free_bits).sum() if free_bits > 0 else kl

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
+from training.prior import FlowPrior, flow_kl, log_standard_normal, standard_kl
 
 
 class LabelFiLM(nn.Module):
@@ -98,14 +99,74 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
+class ServedDecoder(nn.Module):
+    """What is exported and served with a flow prior: eps ~ N(0, I) -> f(eps; y) -> decoder."""
+
+    def __init__(self, prior: FlowPrior, decoder: Decoder) -> None:
+        super().__init__()
+        self.prior = prior
+        self.decoder = decoder
+
+    def logits(self, eps: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.decoder.logits(self.prior.transform(eps, label), label)
+
+    def forward(self, eps: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(eps, label))
+
+
+class ServedEncoder(nn.Module):
+    """Q(z|x,y) in the served latent space: image (N, H, W) in [0, 1], label (N,) ->
+    (mean, log_variance), each (N, latent). With a flow prior, Q is carried into the noise
+    space the served decoder takes (FlowPrior.to_noise_space)."""
+
+    def __init__(self, encoder: Encoder, prior: FlowPrior | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.prior = prior
+
+    def forward(
+        self, image: torch.Tensor, label: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(image.unsqueeze(1), label)
+        if self.prior is None:
+            return mu, logvar
+        return self.prior.to_noise_space(mu, logvar, label)
+
+
 class CVAE(nn.Module):
-    """Encoder and decoder together; `forward` gives what the negative ELBO needs."""
+    """Encoder, decoder and prior together; `forward` gives what the negative ELBO needs."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        self.prior = (
+            FlowPrior(
+                config.latent_dim, config.num_classes, config.prior_layers, config.prior_hidden
+            )
+            if config.prior == "flow"
+            else None
+        )
+
+    def served_decoder(self) -> nn.Module:
+        """(z ~ N(0, I), label) -> image: the decoder itself, or the flow prior then it."""
+        return self.decoder if self.prior is None else ServedDecoder(self.prior, self.decoder)
+
+    def served_encoder(self) -> ServedEncoder:
+        return ServedEncoder(self.encoder, self.prior)
+
+    def kl(
+        self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor
+    ) -> torch.Tensor:
+        """KL(Q(z|x,y) || p(z|y)) per image, (N,): closed form for N(0, I), else the
+        single-sample estimate at z."""
+        if self.prior is None:
+            return standard_kl(mu, logvar)
+        return flow_kl(self.prior, z, mu, logvar, label)
+
+    def prior_log_prob(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return log_standard_normal(z) if self.prior is None else self.prior.log_prob(z, label)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -120,10 +181,14 @@ class CVAE(nn.Module):
 
     def forward(
         self, x: torch.Tensor, label: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, mu, logvar, kl per image) at one reparameterised sample z."""
         mu, logvar = self.encoder(x, label)
+        mu, logvar = mu.float(), logvar.float()  # the sample and the KL in float32
         z = self.reparameterize(mu, logvar)
-        return self.decoder.logits(z, label), mu, logvar
+        with torch.autocast(z.device.type, enabled=False):
+            kl = self.kl(z, mu, logvar, label)
+        return self.decoder.logits(z, label), mu, logvar, kl
 
     @torch.no_grad()
     def sample(
@@ -132,8 +197,9 @@ class CVAE(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Images (N, H, W) for the given labels, z ~ N(0, temperature^2 I)."""
+        """Images (N, H, W) for the given labels, z ~ N(0, temperature^2 I) into the served
+        decoder."""
         z = torch.randn(
             len(label), self.config.latent_dim, generator=generator, device=label.device
         )
-        return self.decoder(temperature * z, label)  # type: ignore[no-any-return]
+        return self.served_decoder()(temperature * z, label)  # type: ignore[no-any-return]

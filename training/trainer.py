@@ -1,6 +1,6 @@
 """The training loop: seeded, resumable, validated every epoch, best and last checkpoints.
 
-It knows the model only through its interface: `model(x, label) -> (logits, mu, logvar)`.
+It knows the model only through its interface: `model(x, label) -> (logits, mu, logvar, kl)`.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def evaluate_elbo(model: CVAE, data: _Tensors, seed: int = 0) -> dict[str, float
         for start in range(0, len(data.labels), _VALID_BATCH):
             x = data.images[start : start + _VALID_BATCH]
             label = data.labels[start : start + _VALID_BATCH]
-            logits, mu, logvar = model(x, label)
-            loss, recon, kl = negative_elbo(logits, x, mu, logvar)
+            logits, mu, logvar, kl_per_image = model(x, label)
+            loss, recon, kl = negative_elbo(logits, x, mu, logvar, kl_per_image=kl_per_image)
             for key, value in (("neg_elbo", loss), ("recon", recon), ("kl", kl)):
                 totals[key] += float(value) * len(label)
     model.train(was_training)
@@ -253,11 +253,12 @@ class Trainer:
             x, label = self.train_data.images[index], self.train_data.labels[index]
             step = self.epoch * self.steps_per_epoch + batch_index
             with self._autocast():
-                logits, mu, logvar = self._train_model(x, label)
+                logits, mu, logvar, kl_per_image = self._train_model(x, label)
             guidance = self._guidance_loss(x, label)
             loss, recon, kl = negative_elbo(
                 logits.float(), x, mu.float(), logvar.float(),
                 self.schedules.kl_weight(step), config.free_bits,
+                kl_per_image if self.model.prior is not None else None,
             )  # fmt: skip
             loss = loss + self.schedules.guidance_weight(step) * guidance
             self.optimizer.zero_grad(set_to_none=True)
@@ -300,7 +301,8 @@ class Trainer:
         z = torch.randn(count, self.config.model.latent_dim, device=device)  # (S, latent)
         wanted = torch.randint(self.config.model.num_classes, (count,), device=device)
         with self._autocast():
-            return self.guidance.sample_loss(self.model.decoder(z, wanted), wanted).float()
+            images = self.model.served_decoder()(z, wanted)
+            return self.guidance.sample_loss(images, wanted).float()
 
     def _save_last(self, rng_states: list[torch.Tensor]) -> None:
         save_checkpoint(

@@ -38,3 +38,20 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_a_checkpoint_from_before_the_prior_option_loads_with_the_standard_prior(
+    tmp_path: Path, tiny_train_config: TrainConfig
+) -> None:
+    import dataclasses
+
+    standard = dataclasses.replace(
+        tiny_train_config, model=dataclasses.replace(tiny_train_config.model, prior="standard")
+    )
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, CVAE(standard.model), standard)
+    payload = torch.load(path, weights_only=True)
+    del payload["train_config"]["model"]["prior"]  # as versions 1 and 2 were written
+    torch.save(payload, path)
+    model, config, _ = load_checkpoint(path)
+    assert config.model.prior == "standard" and model.prior is None

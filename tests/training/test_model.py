@@ -27,12 +27,14 @@ def test_encoder_gives_mean_and_log_variance_per_latent_dim(tiny_model_config: M
     assert mu.shape == logvar.shape == (5, tiny_model_config.latent_dim)
 
 
-def test_cvae_forward_returns_logits_and_posterior(tiny_model_config: ModelConfig) -> None:
+def test_cvae_forward_returns_logits_posterior_and_kl(tiny_model_config: ModelConfig) -> None:
     model = CVAE(tiny_model_config)
-    logits, mu, logvar = model(torch.rand(3, 1, 28, 28), torch.tensor([0, 4, 9]))
+    logits, mu, logvar, kl = model(torch.rand(3, 1, 28, 28), torch.tensor([0, 4, 9]))
     assert logits.shape == (3, 28, 28)
     assert mu.shape == logvar.shape == (3, tiny_model_config.latent_dim)
     assert torch.isfinite(logits).all()
+    expected = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
+    assert torch.allclose(kl, expected, atol=1e-5)  # closed form against N(0, I)
 
 
 def test_reparameterize_is_mean_plus_scaled_noise() -> None:

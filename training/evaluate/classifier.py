@@ -1,7 +1,10 @@
-"""The evaluator's own MNIST classifier: a small CNN, independent of the generator.
+"""The evaluator's MNIST classifiers: small CNNs, independent of the generator.
 
-It judges generated digits twice: its predicted label gives the label accuracy, and its
-penultimate layer gives the feature space of the Fréchet distance.
+A classifier judges generated digits twice: its predicted label gives the label accuracy, and
+its penultimate layer gives the feature space of the Fréchet distance. Two architectures, so that
+no single network decides: "pool-dense" (conv-pool, conv-pool, a dense feature layer: the
+evaluator's first judge and the CAS network) and "strided" (three convolutions, two of them
+stride 2, group norm and SiLU, no pooling).
 """
 
 from __future__ import annotations
@@ -35,15 +38,58 @@ class ClassifierConfig:
     # peak learning rate of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-4
     seed: int = 0
+    architecture: str = "pool-dense"
+    # pool-dense: 2 conv (+BN, ReLU, 2x2 max-pool), dense feature layer, linear head;
+    # strided: 5x5 conv (channels[0]), two stride-2 3x3 convs (channels[1]), group norm and
+    # SiLU, no pooling, dense feature layer, linear head
+    optimizer: str = "adamw"
+    # adamw (one-cycle) | adam (one-cycle; AdamW with no weight decay is Adam)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture is one of {', '.join(ARCHITECTURES)}")
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError("optimizer is adamw or adam")
+
+
+ARCHITECTURES = ("pool-dense", "strided")
+# The second judge: another architecture, so that no single network decides.
+SECOND_CLASSIFIER = ClassifierConfig(architecture="strided", lr=3e-3, epochs=3)
+
+
+def _groups(channels: int) -> int:
+    return 8 if channels % 8 == 0 else 1
 
 
 class DigitClassifier(nn.Module):
-    """conv-pool, conv-pool, a dense feature layer, then the class logits."""
+    """pool-dense: conv-pool, conv-pool, a dense feature layer, then the class logits;
+    strided: 5x5 conv, two stride-2 3x3 convs (group norm, SiLU, no pooling), a dense feature
+    layer, then the logits."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
         first, second = config.channels
+        if config.architecture == "strided":
+            side = config.image_side // 4
+            self.trunk = nn.Sequential(
+                nn.Conv2d(1, first, 5, padding=2),
+                nn.GroupNorm(_groups(first), first),
+                nn.SiLU(),
+                nn.Conv2d(first, second, 3, stride=2, padding=1),
+                nn.GroupNorm(_groups(second), second),
+                nn.SiLU(),
+                nn.Conv2d(second, second, 3, stride=2, padding=1),
+                nn.GroupNorm(_groups(second), second),
+                nn.SiLU(),
+                nn.Flatten(),
+                nn.Linear(second * side * side, config.feature_dim),
+                nn.SiLU(),
+            )
+            self.head = nn.Sequential(
+                nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
+            )
+            return
         pooled_side = config.image_side // 4
         self.trunk = nn.Sequential(
             nn.Conv2d(1, first, 3, padding=1),

@@ -70,9 +70,8 @@ def train_classifier(
     images = as_image_batch(train[0], config.image_side)
     labels = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
     steps_per_epoch = -(-len(images) // config.batch_size)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    weight_decay = 0.0 if config.optimizer == "adam" else config.weight_decay
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )

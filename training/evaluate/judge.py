@@ -7,6 +7,7 @@ scores.label_accuracy.overall, scores.frechet.ratio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from training.evaluate.classifier import ClassifierConfig, DigitClassifier
 from training.evaluate.classifier_cache import load_or_train_classifier
 from training.evaluate.sample_scores import (
     Decode,
+    PriorSamples,
     RealFeatures,
     SampleScores,
+    judge_samples,
     real_features,
     score_decoder,
 )
@@ -60,6 +63,18 @@ class SampleJudge:
             temperature=temperature,
             progress=progress,
         )
+
+    def judge(self, samples: PriorSamples, num_classes: int) -> SampleScores:
+        """The same scores of samples drawn already (e.g. by another judge)."""
+        return judge_samples(samples, self.classifier, self.real, num_classes)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "test_accuracy": self.classifier_test_accuracy,
+            "cache_key": self.classifier_cache_key,
+            "train_seconds": self.classifier_train_seconds,
+            "config": dataclasses.asdict(self.classifier.config),
+        }
 
 
 def build_judge(

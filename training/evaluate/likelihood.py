@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.model import CVAE
+from training.prior import log_diagonal_normal
 
 _LOGGER = logging.getLogger(__name__)
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _images(model: CVAE, images: np.ndarray) -> torch.Tensor:
@@ -32,14 +32,6 @@ def _log_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     target = x.reshape(x.shape[0], *logits.shape[1:]).expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return -bce.flatten(1).sum(dim=1)
-
-
-def _log_standard_normal(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
-
-
-def _log_diagonal_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + _LOG_2PI).sum(dim=-1)
 
 
 @torch.no_grad()
@@ -64,7 +56,8 @@ def negative_elbo(
         mu, logvar = model.encoder(x, y)  # (B, latent) each
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
         reconstruction = -_log_bernoulli(model.decoder.logits(z, y), x)  # (B,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)  # (B,)
+        # closed form against N(0, I); a learned prior's single-sample estimate at z
+        kl = model.kl(z, mu, logvar, y)  # (B,)
         totals["reconstruction"] += float(reconstruction.sum())
         totals["kl"] += float(kl.sum())
         totals["negative_elbo"] += float((reconstruction + kl).sum())
@@ -107,8 +100,8 @@ def importance_weighted_nll(
             logits = model.decoder.logits(z, y.expand(count))  # (count, H, W)
             log_weights.append(
                 _log_bernoulli(logits, x)
-                + _log_standard_normal(z)
-                - _log_diagonal_normal(z, mu, logvar)
+                + model.prior_log_prob(z, y.expand(count))
+                - log_diagonal_normal(z, mu, logvar)
             )
         weights = torch.cat(log_weights).double()
         bounds[index] = torch.logsumexp(weights, dim=0) - math.log(samples)

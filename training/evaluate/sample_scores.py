@@ -157,6 +157,26 @@ class SampleScores:
     label_accuracy: LabelAccuracy
     frechet: FrechetScore
     samples: PriorSamples
+    features: np.ndarray | None = None  # the classifier's features of the samples [N, D]
+
+
+def judge_samples(
+    samples: PriorSamples, classifier: DigitClassifier, real: RealFeatures, num_classes: int
+) -> SampleScores:
+    """Label accuracy and Fréchet distance of given samples under one classifier."""
+    judged = classify(classifier, samples.images)
+    accuracy = label_accuracy(judged.predictions, samples.labels, num_classes)
+    frechet = frechet_score(judged.features, real.reference, real.floor)
+    _LOGGER.info(
+        "%s: label accuracy %.4f (worst label %.4f), Fréchet %.3f = %.2f x floor %.3f",
+        classifier.config.architecture,
+        accuracy.overall,
+        accuracy.worst,
+        frechet.distance,
+        frechet.ratio,
+        frechet.floor,
+    )
+    return SampleScores(accuracy, frechet, samples, judged.features)
 
 
 def score_decoder(
@@ -181,15 +201,4 @@ def score_decoder(
         temperature=temperature,
         progress=progress,
     )
-    judged = classify(classifier, samples.images)
-    accuracy = label_accuracy(judged.predictions, samples.labels, num_classes)
-    frechet = frechet_score(judged.features, real.reference, real.floor)
-    _LOGGER.info(
-        "label accuracy %.4f (worst label %.4f), Fréchet %.3f = %.2f x floor %.3f",
-        accuracy.overall,
-        accuracy.worst,
-        frechet.distance,
-        frechet.ratio,
-        frechet.floor,
-    )
-    return SampleScores(label_accuracy=accuracy, frechet=frechet, samples=samples)
+    return judge_samples(samples, classifier, real, num_classes)

@@ -19,6 +19,12 @@ from training.model import CVAE
 
 # A classifier small and short enough for tests (a few seconds), still clearly better than chance.
 SMALL_CLASSIFIER = ClassifierConfig(channels=(8, 16), feature_dim=32, epochs=1, lr=1e-2)
+SMALL_SECOND = ClassifierConfig(
+    architecture="strided", channels=(8, 16), feature_dim=32, epochs=1, lr=1e-2
+)
+SMALL_CAS = ClassifierConfig(
+    channels=(8, 16), feature_dim=32, epochs=3, lr=3e-3, optimizer="adam", weight_decay=0.0
+)
 SMALL_TRAIN = 6000
 SMALL_EVAL = 2000
 

@@ -13,7 +13,7 @@ from PIL import Image
 from cvae.cli import main
 from export.exporter import export_checkpoint
 from modelrepo import ModelRepositoryError
-from tests.training.evaluate.conftest import SMALL_CLASSIFIER
+from tests.training.evaluate.conftest import SMALL_CAS, SMALL_CLASSIFIER, SMALL_SECOND
 from training.evaluate.evaluator import (
     EvaluationError,
     EvaluationSettings,
@@ -32,6 +32,10 @@ def settings(classifier_cache_dir: Path, small_classifier: object) -> Evaluation
         grid_columns=5,
         min_classifier_accuracy=0.8,
         classifier=SMALL_CLASSIFIER,
+        second_classifier=SMALL_SECOND,
+        cas_classifier=SMALL_CAS,
+        cas_samples=500,
+        cas_seeds=(0, 1),
         cache_dir=classifier_cache_dir,
         progress=False,
     )
@@ -68,21 +72,38 @@ def test_writes_metrics_card_and_grid(evaluated: Path, small_checkpoint: Path) -
     assert metrics["training_config"]["model"]["latent_dim"] == 4
     assert metrics["model"]["sha256"] == metrics["checkpoint_sha256"]
     assert metrics["classifier"]["train_seconds"] > 0
+    second = metrics["second_classifier"]
+    assert second["classifier"]["config"]["architecture"] == "strided"
+    assert second["label_accuracy_worst"] == min(second["label_accuracy_per_label"].values())
+    assert 0.0 <= metrics["precision"] <= 1.0 and 0.0 <= metrics["recall"] <= 1.0
+    assert set(metrics["pr_real_check"]) == {"valid", "valid_blur_0.5", "valid_blur_1"}
+    assert metrics["cas_train_images"] == 500
+    assert [row["seed"] for row in metrics["cas_per_seed"]] == [0, 1]
+    assert metrics["cas_gap_points"] == pytest.approx(
+        100 * (metrics["cas_real_accuracy"] - metrics["cas_accuracy"])
+    )
+    assert set(metrics["cas_per_label"]) == {str(digit) for digit in range(10)}
 
 
 def test_card_reports_the_bars_and_shows_the_grid(evaluated: Path) -> None:
     card = json.loads((evaluated / "model_card.json").read_text())
     bars = {bar["metric"]: bar for bar in card["quality_bars"]}
     assert set(bars) == {
+        "cas_gap_points",
         "label_accuracy",
         "label_accuracy_worst",
+        "second_classifier.label_accuracy",
+        "second_classifier.label_accuracy_worst",
         "frechet_ratio",
         "test_negative_elbo",
     }
-    assert bars["test_negative_elbo"]["met"] is False  # an untrained model is far from 90 nats
+    assert bars["test_negative_elbo"]["met"] is False  # an untrained model is far from 88 nats
+    assert bars["cas_gap_points"]["met"] is False  # and its samples teach nothing
     markdown = (evaluated / "model_card.md").read_text()
     assert "![prior samples, one row per label](samples.png)" in markdown
     assert "first 10 test images" in markdown
+    assert "## Classification Accuracy Score (CAS)" in markdown
+    assert "## Precision and recall" in markdown
     scores_table = markdown.split("## Scores")[1].split("##")[0]
     rows = [line for line in scores_table.splitlines() if line.startswith("|")]
     assert rows and all(re.sub(r"\\\|", "", row).count("|") == 3 for row in rows)
@@ -96,7 +117,7 @@ def test_evaluation_is_reproducible(
 ) -> None:
     again = evaluate_checkpoint(small_checkpoint, tmp_path, settings)
     first = json.loads((evaluated / "metrics.json").read_text())
-    for key in ("label_accuracy", "frechet_distance", "test_negative_elbo"):
+    for key in ("label_accuracy", "frechet_distance", "test_negative_elbo", "cas_accuracy"):
         assert again[key] == first[key], key
     assert again["iw_negative_log_likelihood"] == pytest.approx(first["iw_negative_log_likelihood"])
     assert (tmp_path / "samples.png").read_bytes() == (evaluated / "samples.png").read_bytes()
