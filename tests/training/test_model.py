@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from training.config import ModelConfig
@@ -28,7 +30,7 @@ def test_encoder_gives_mean_and_log_variance_per_latent_dim(tiny_model_config: M
 
 
 def test_cvae_forward_returns_logits_posterior_and_kl(tiny_model_config: ModelConfig) -> None:
-    model = CVAE(tiny_model_config)
+    model = CVAE(dataclasses.replace(tiny_model_config, prior="standard"))
     logits, mu, logvar, kl = model(torch.rand(3, 1, 28, 28), torch.tensor([0, 4, 9]))
     assert logits.shape == (3, 28, 28)
     assert mu.shape == logvar.shape == (3, tiny_model_config.latent_dim)

@@ -92,7 +92,12 @@ def card_markdown(metrics: dict[str, Any], grid_file: str) -> str:
         "",
         "A conditional VAE decoder: z ~ N(0, I) of size "
         f"{model['latent_dim']} plus a label in {{{', '.join(model['class_names'])}}} "
-        "gives a 28×28 image.",
+        "gives a 28×28 image"
+        + (
+            " (z goes through the learned label-conditioned flow prior, then the decoder)."
+            if metrics.get("prior") == "flow"
+            else "."
+        ),
         "",
         "## Quality bars",
         "",

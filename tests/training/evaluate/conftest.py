@@ -70,7 +70,11 @@ def small_real_features(
 
 
 SMALL_MODEL = ModelConfig(
-    latent_dim=4, encoder_channels=(8, 8), encoder_hidden=32, decoder_channels=(8, 8, 8)
+    latent_dim=4,
+    encoder_channels=(8, 8),
+    encoder_hidden=32,
+    decoder_channels=(8, 8, 8),
+    prior="standard",  # the closed-form KL; tests/training/evaluate/test_likelihood.py has a flow
 )
 
 

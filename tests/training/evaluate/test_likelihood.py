@@ -52,3 +52,22 @@ def test_more_samples_tighten_the_bound(small_cvae: CVAE, mnist: MnistSplits) ->
 def test_bound_refuses_zero_samples(small_cvae: CVAE, mnist: MnistSplits) -> None:
     with pytest.raises(ValueError):
         importance_weighted_nll(small_cvae, mnist.test[0][:2], mnist.test[1][:2], samples=0)
+
+
+def test_a_flow_prior_model_is_bounded_against_its_own_prior(mnist: MnistSplits) -> None:
+    import dataclasses
+
+    from tests.training.evaluate.conftest import SMALL_MODEL
+
+    torch.manual_seed(1)
+    model = CVAE(dataclasses.replace(SMALL_MODEL, prior="flow", prior_layers=2)).eval()
+    with torch.no_grad():
+        for parameter in model.prior.parameters():  # type: ignore[union-attr]
+            parameter.normal_(std=0.3)
+    images, labels = mnist.test[0][:200], mnist.test[1][:200]
+    elbo = negative_elbo(model, images, labels, progress=False)
+    assert elbo["negative_elbo"] == pytest.approx(elbo["reconstruction"] + elbo["kl"])
+    one_sample = importance_weighted_nll(model, images, labels, samples=1, progress=False)
+    assert one_sample == pytest.approx(elbo["negative_elbo"], rel=0.01)
+    many = importance_weighted_nll(model, images, labels, samples=64, progress=False)
+    assert many < one_sample  # more samples: a tighter bound
