@@ -58,8 +58,10 @@ DEADLINE_TOO_SHORT = "deadline_too_short"  # its deadline would pass behind the 
 CONCURRENCY_LIMIT = "concurrency_limit"  # --max-concurrent-rpcs data-plane calls are running
 MESSAGE_TIMEOUT = "message_timeout"  # the request message did not arrive in --message-timeout-s
 STREAM_MEMORY = "stream_memory"  # open streams hold --stream-memory-mib already
+WRITE_STALLED = "write_stalled"  # a stream's client did not read (--stream-write-timeout-s)
 REFUSAL_REASONS = (
     QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, STREAM_MEMORY,
+    WRITE_STALLED,
 )  # fmt: skip
 
 

@@ -14,14 +14,20 @@ included, for as long as it stayed connected. `CallGuard`, a server interceptor,
 - counts the data plane's calls (everything but health and reflection) from the moment their
   message has arrived until their handler returns, and refuses one beyond `limit` with
   RESOURCE_EXHAUSTED (`concurrency_limit`). Health checks never wait for or count against a
-  slot: Kubernetes probes answer whatever Generate traffic does.
+  slot: Kubernetes probes answer whatever Generate traffic does;
+- lends the slot of a stream whose client does not read (`write`: a message that HTTP/2 flow
+  control has held for `LEND_AFTER_S`): a call that finds the limit full takes a lent slot
+  instead of being refused, and the stalled stream ends with RESOURCE_EXHAUSTED
+  (`write_stalled`). So streams nobody reads (chunk_size 1 makes them cheap) cannot lock others
+  out, however many connections carry them; a stream that is read keeps its slot.
 
-Both refusals are counted in cvae_refusals_total{reason}.
+The refusals are counted in cvae_refusals_total{reason}.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,6 +42,22 @@ _LOGGER = logging.getLogger(__name__)
 # Services whose calls take no slot of the limit: probes and tooling must always get through.
 _UNLIMITED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _Refused = object()  # the call was refused before its handler ran
+# A stream write flow control has held this long lends its call's slot (module doc). Short: a
+# client that reads gives gRPC a window again within a round trip.
+LEND_AFTER_S = 1.0
+
+
+class Slot:
+    """One data-plane call's slot of the limit, while its handler runs."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        # Set once another call has taken this slot while it was lent: the call must end.
+        self.taken: asyncio.Future[None] | None = None
+
+
+_SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("cvae_slot", default=None)
 
 
 class CallGuard(grpc.aio.ServerInterceptor):
@@ -48,6 +70,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
         self._message_timeout_s = message_timeout_s
         self._metrics = metrics
         self.active = 0  # data-plane calls between their message and their handler's end
+        self._lent: dict[Slot, None] = {}  # slots of stalled streams, oldest first
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -72,8 +95,12 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
             async def unary_stream(_requests: Any, context: grpc.aio.ServicerContext) -> None:
                 request = await receive(context)
-                if request is _Refused or (limited and not admit(context)):
+                if request is _Refused:
                     return
+                slot = admit(context) if limited else None
+                if limited and slot is None:
+                    return
+                _SLOT.set(slot)
                 try:
                     result = streaming(request, context)
                     del request  # the handler may drop it (a stream's request can be big)
@@ -83,8 +110,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
                     else:
                         await result
                 finally:
-                    if limited:
-                        self.active -= 1
+                    if slot is not None:
+                        self._leave(slot)
 
             return grpc.stream_stream_rpc_method_handler(
                 unary_stream,
@@ -95,15 +122,18 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
         async def unary_unary(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
             request = await receive(context)
-            if request is _Refused or (limited and not admit(context)):
+            if request is _Refused:
+                return None
+            slot = admit(context) if limited else None
+            if limited and slot is None:
                 return None
             try:
                 work = unary(request, context)
                 del request
                 return await work
             finally:
-                if limited:
-                    self.active -= 1
+                if slot is not None:
+                    self._leave(slot)
 
         return grpc.stream_unary_rpc_method_handler(
             unary_unary,
@@ -133,16 +163,52 @@ class CallGuard(grpc.aio.ServerInterceptor):
             return _Refused
         return request
 
-    def _admit(self, context: grpc.aio.ServicerContext) -> bool:
-        """Take a slot of the limit, or refuse the call (its status set) when none is free."""
+    def _admit(self, context: grpc.aio.ServicerContext) -> Slot | None:
+        """Take a free or lent slot of the limit, or refuse the call (its status set, None)."""
         assert self._limit is not None
-        if self.active >= self._limit:
-            self._metrics.count_refusal(CONCURRENCY_LIMIT)
-            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            context.set_details(
-                f"the server is handling {self._limit} calls, its limit "
-                "(--max-concurrent-rpcs); retry with backoff"
+        if self.active < self._limit:
+            self.active += 1
+            return Slot()
+        lent = next(iter(self._lent), None)  # the longest-stalled stream gives way to this call
+        if lent is not None:
+            del self._lent[lent]
+            assert lent.taken is not None
+            lent.taken.set_result(None)
+            return Slot()
+        self._metrics.count_refusal(CONCURRENCY_LIMIT)
+        context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        context.set_details(
+            f"the server is handling {self._limit} calls, its limit "
+            "(--max-concurrent-rpcs); retry with backoff"
+        )
+        return None
+
+    def _leave(self, slot: Slot) -> None:
+        self._lent.pop(slot, None)
+        if slot.taken is None or not slot.taken.done():  # else its slot is another call's now
+            self.active -= 1
+
+    async def write(self, write: asyncio.Future[None], timeout_s: float) -> bool:
+        """Wait for a stream's `write`: True once it is done, False when the stream must end
+        because its client does not read (the write still pending after `timeout_s`, or its
+        slot lent after LEND_AFTER_S and taken by another call meanwhile)."""
+        done, _ = await asyncio.wait((write,), timeout=min(LEND_AFTER_S, timeout_s))
+        slot = _SLOT.get()
+        if done or timeout_s <= LEND_AFTER_S:
+            return bool(done)
+        if slot is None:  # no limit: nothing to lend
+            done, _ = await asyncio.wait((write,), timeout=timeout_s - LEND_AFTER_S)
+            return bool(done)
+        taken = slot.taken = asyncio.get_running_loop().create_future()
+        self._lent[slot] = None
+        try:
+            await asyncio.wait(
+                (write, taken),
+                timeout=timeout_s - LEND_AFTER_S,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            return False
-        self.active += 1
-        return True
+        finally:
+            if not taken.done():  # not given away: the stream keeps its slot
+                self._lent.pop(slot, None)
+                slot.taken = None
+        return write.done() and slot.taken is None

@@ -53,4 +53,5 @@ def request_limits(settings: ServiceSettings) -> RequestLimits:
         stream_chunk_size=settings.stream_chunk_size,
         stream_memory_bytes=int(settings.stream_memory_mib * (1 << 20)),
         max_message_bytes=settings.max_message_bytes,
+        stream_write_timeout_s=settings.stream_write_timeout_s,
     )

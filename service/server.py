@@ -155,6 +155,7 @@ class GenerationServer:
             generator,
             self.metrics,
             request_limits(settings),
+            self.guard.write,
         )
         encoding = EncodingServicer(
             self.catalog,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,6 +23,7 @@ from service import codec
 from service.catalog import ModelCatalog
 from service.errors import (
     STREAM_MEMORY,
+    WRITE_STALLED,
     CallEnded,
     DeadlineExpired,
     InvalidArgument,
@@ -30,6 +31,7 @@ from service.errors import (
     ServiceError,
 )
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
+from service.guard import LEND_AFTER_S
 from service.metrics import ServiceMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class RequestLimits:
     stream_chunk_size: int
     stream_memory_bytes: int  # what all open GenerateStream calls together may hold
     max_message_bytes: int  # gRPC's send limit: a larger response never reaches the client
+    stream_write_timeout_s: float  # a stream message its client does not take in this long
 
 
 class StreamMemory:
@@ -100,6 +103,12 @@ class StreamMemory:
 
     def release(self, size: int) -> None:
         self.held -= size
+
+    def hold_until(self, write: asyncio.Future[None], size: int) -> None:
+        """Count `size` bytes until `write` ends: a stream that ended on a stalled write leaves
+        its message in gRPC's buffers until the client reads it or its connection closes."""
+        self.held += size
+        write.add_done_callback(lambda _: self.release(size))
 
 
 _RESPONSE_OVERHEAD = 256  # model name and version, offset, seed, tensor headers
@@ -148,11 +157,13 @@ class GeneratorServicer:
         generator: ImageGenerator,
         metrics: ServiceMetrics,
         limits: RequestLimits,
+        wait_write: WaitWrite,
     ) -> None:
         self._catalog = catalog
         self._generator = generator
         self._metrics = metrics
         self._limits = limits
+        self._wait_write = wait_write
         self.in_flight = InFlight()
         self.streams = StreamMemory(limits.stream_memory_bytes)
         metrics.initialise_requests(PROTOCOL, METHODS, CODES)
@@ -202,12 +213,15 @@ class GeneratorServicer:
             size = stream_bytes(job, spec.image_shape[0] * spec.image_shape[1], spec.latent_dim)
             self.streams.reserve(size)
             try:
+                # Headers first, alone: a status after a stalled write can then follow it (a
+                # batch of headers and message blocks any later batch with headers).
+                await context.send_initial_metadata(())
                 chunks = self._generator.stream(runtime, job, deadline)
                 async with contextlib.aclosing(chunks):
                     async for images in chunks:
                         response = await _encode(images, job)
                         _fits(response.ByteSize(), room, "chunk_size")
-                        await _send(context, response)
+                        await self._send(context, response)
                         self._metrics.count_images(len(images.labels))
             finally:
                 self.streams.release(size)
@@ -229,6 +243,37 @@ class GeneratorServicer:
             info.default_model = self._catalog.default
             return info
         return None  # _Call has set the error status; gRPC sends no message with it
+
+    async def _send(self, context: grpc.aio.ServicerContext, message: pb.GenerateResponse) -> None:
+        """context.write, where a failed write means the caller ended the call, and one its
+        client does not take (HTTP/2 flow control) ends the stream: see WaitWrite.
+
+        A client that cancels (or whose deadline passes) while the server waits on HTTP/2 flow
+        control makes the write fail before gRPC has marked the call cancelled: grpc-js's small
+        window makes that the common case, not a rare race.
+        """
+        # Not cancelled when it stalls: gRPC core keeps the message until the client reads or
+        # goes, and a cancelled write would leave gRPC's batch behind the call's status.
+        write = asyncio.ensure_future(context.write(message))
+        write.add_done_callback(_retrieve)
+        timeout = self._limits.stream_write_timeout_s
+        try:
+            written = await self._wait_write(write, timeout)
+        except asyncio.CancelledError:
+            raise
+        if not written:
+            self.streams.hold_until(write, message.ByteSize())
+            raise Overloaded(
+                f"the client has not read this stream's messages for {timeout:g} s "
+                "(--stream-write-timeout-s), or for "
+                f"{min(timeout, LEND_AFTER_S):g} s while the server had no free call slot; "
+                "resume from the last offset received",
+                WRITE_STALLED,
+            )
+        error = write.exception()
+        if error is not None:
+            code = _ended_code(context.time_remaining())
+            raise CallEnded(f"write failed: {error!r}", code) from None
 
 
 def add_to_server(
@@ -364,20 +409,15 @@ def _ended_code(remaining: float | None) -> str:
     return "CANCELLED"
 
 
-async def _send(context: grpc.aio.ServicerContext, message: pb.GenerateResponse) -> None:
-    """context.write, where a failed write means the caller ended the call.
+# How a stream waits for one write: True once written, False when the stream must end because
+# its client does not read (service/guard.py, CallGuard.write).
+WaitWrite = Callable[[asyncio.Future[None], float], Awaitable[bool]]
 
-    A client that cancels (or whose deadline passes) while the server waits on HTTP/2 flow
-    control makes the write fail before gRPC has marked the call cancelled: grpc-js's small
-    window makes that the common case, not a rare race.
-    """
-    try:
-        await context.write(message)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        code = _ended_code(context.time_remaining())
-        raise CallEnded(f"write failed: {error!r}", code) from None
+
+def _retrieve(write: asyncio.Future[None]) -> None:
+    """Fetch a finished write's error, so that asyncio does not log an unread one."""
+    if not write.cancelled():
+        write.exception()
 
 
 def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:

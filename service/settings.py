@@ -159,6 +159,17 @@ class ServiceSettings:
     labels (one byte each), its latents if given, and two chunks being computed and written. A
     stream that would exceed it is refused at once (cvae_refusals_total{reason="stream_memory"})
     and holds nothing."""
+    stream_write_timeout_s: float = field(
+        default=30.0,
+        metadata=_about(
+            "end a stream whose client takes no message for this many seconds", minimum=0.1
+        ),
+    )
+    """A GenerateStream message that HTTP/2 flow control holds this long (the client stopped
+    reading) ends the stream with RESOURCE_EXHAUSTED (cvae_refusals_total{reason=
+    "write_stalled"}); the client resumes from its last offset. Sooner while the data plane's
+    slots are all taken: a stream whose write has waited 1 s lends its slot to the next call
+    (service/guard.py), so streams nobody reads never lock other callers out."""
     stream_chunk_size: int = field(
         default=256, metadata=_about("images per stream message by default", minimum=1)
     )

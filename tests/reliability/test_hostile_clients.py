@@ -7,9 +7,11 @@ asserted: a victim's call must succeed within a generous deadline, that is all.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,14 +166,18 @@ def test_a_connection_without_calls_is_closed_after_the_idle_time(repository: Pa
 
 
 def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
-    """The concurrency limit counts data-plane calls only: with every slot held by streams the
-    client stops reading, Generate is refused (and counted) while health answers SERVING."""
+    """The concurrency limit counts data-plane calls only: with every slot held by streams
+    being read, Generate is refused (and counted) while health answers SERVING."""
     with ServerProcess(repository, "--max-concurrent-rpcs", "3") as server:
         stub = server.stub
-        job = pb.GenerateRequest(labels=[1] * 100_000, seed=7, chunk_size=64)
+        job = pb.GenerateRequest(labels=[1] * 2_000_000, seed=7, chunk_size=1, omit_latents=True)
         streams = [stub.GenerateStream(job, timeout=60) for _ in range(3)]
         for stream in streams:
             assert next(stream).offset == 0
+        # Read all along: a stream whose client stops reading lends its slot (test_stalled_streams).
+        readers = [threading.Thread(target=_drain, args=(s,), daemon=True) for s in streams]
+        for reader in readers:
+            reader.start()
         with pytest.raises(grpc.RpcError) as refused:
             stub.Generate(pb.GenerateRequest(labels=[3], seed=1), timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -180,6 +186,14 @@ def test_a_generate_flood_does_not_starve_health(repository: Path) -> None:
         assert server.metric("cvae_refusals_total", 'reason="concurrency_limit"') == 1
         for stream in streams:
             stream.cancel()
+        for reader in readers:
+            reader.join(30)
+
+
+def _drain(stream: Iterator[pb.GenerateResponse]) -> None:
+    with contextlib.suppress(grpc.RpcError):
+        for _ in stream:
+            pass
 
 
 class LimitedServer(ServerProcess):
