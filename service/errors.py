@@ -59,9 +59,10 @@ CONCURRENCY_LIMIT = "concurrency_limit"  # --max-concurrent-rpcs data-plane call
 MESSAGE_TIMEOUT = "message_timeout"  # the request message did not arrive in --message-timeout-s
 STREAM_MEMORY = "stream_memory"  # open streams hold --stream-memory-mib already
 WRITE_STALLED = "write_stalled"  # a stream's client did not read (--stream-write-timeout-s)
+WATCH_LIMIT = "watch_limit"  # --max-health-watches health Watch streams are open
 REFUSAL_REASONS = (
     QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, STREAM_MEMORY,
-    WRITE_STALLED,
+    WRITE_STALLED, WATCH_LIMIT,
 )  # fmt: skip
 
 

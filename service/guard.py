@@ -19,7 +19,10 @@ included, for as long as it stayed connected. `CallGuard`, a server interceptor,
   control has held for `LEND_AFTER_S`): a call that finds the limit full takes a lent slot
   instead of being refused, and the stalled stream ends with RESOURCE_EXHAUSTED
   (`write_stalled`). So streams nobody reads (chunk_size 1 makes them cheap) cannot lock others
-  out, however many connections carry them; a stream that is read keeps its slot.
+  out, however many connections carry them; a stream that is read keeps its slot;
+- caps the health Watch streams open at once (`max_watches`, all connections together): each
+  holds ~23 KiB and is written on every status change, and a Watch never ends by itself. One
+  beyond the cap is refused with RESOURCE_EXHAUSTED (`watch_limit`); Check is never capped.
 
 The refusals are counted in cvae_refusals_total{reason}.
 """
@@ -35,12 +38,13 @@ from typing import Any
 
 import grpc
 
-from service.errors import CONCURRENCY_LIMIT, MESSAGE_TIMEOUT
+from service.errors import CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, WATCH_LIMIT
 from service.metrics import ServiceMetrics
 
 _LOGGER = logging.getLogger(__name__)
 # Services whose calls take no slot of the limit: probes and tooling must always get through.
 _UNLIMITED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+WATCH = "/grpc.health.v1.Health/Watch"
 _Refused = object()  # the call was refused before its handler ran
 # A stream write flow control has held this long lends its call's slot (module doc). Short: a
 # client that reads gives gRPC a window again within a round trip.
@@ -64,9 +68,15 @@ class CallGuard(grpc.aio.ServerInterceptor):
     """Bounded request-message wait and a concurrency limit on the data plane (module doc)."""
 
     def __init__(
-        self, limit: int | None, message_timeout_s: float, metrics: ServiceMetrics
+        self,
+        limit: int | None,
+        message_timeout_s: float,
+        metrics: ServiceMetrics,
+        max_watches: int,
     ) -> None:
         self._limit = limit
+        self._max_watches = max_watches
+        self.watches = 0  # health Watch streams open
         self._message_timeout_s = message_timeout_s
         self._metrics = metrics
         self.active = 0  # data-plane calls between their message and their handler's end
@@ -89,6 +99,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         limited = self._limit is not None and not method.startswith(_UNLIMITED_PREFIXES)
+        watch = method == WATCH
         receive, admit = self._receive, self._admit
         if handler.response_streaming:
             streaming: Any = handler.unary_stream  # grpc-stubs types it for the sync server
@@ -99,6 +110,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
                     return
                 slot = admit(context) if limited else None
                 if limited and slot is None:
+                    return
+                if watch and not self._watch(context):
                     return
                 _SLOT.set(slot)
                 try:
@@ -112,6 +125,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 finally:
                     if slot is not None:
                         self._leave(slot)
+                    if watch:
+                        self.watches -= 1
 
             return grpc.stream_stream_rpc_method_handler(
                 unary_stream,
@@ -182,6 +197,19 @@ class CallGuard(grpc.aio.ServerInterceptor):
             "(--max-concurrent-rpcs); retry with backoff"
         )
         return None
+
+    def _watch(self, context: grpc.aio.ServicerContext) -> bool:
+        """Count one more Watch stream, or refuse it (its status set) at the cap."""
+        if self.watches >= self._max_watches:
+            self._metrics.count_refusal(WATCH_LIMIT)
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(
+                f"{self._max_watches} health Watch streams are open, the server's limit "
+                "(--max-health-watches); use Check, or retry with backoff"
+            )
+            return False
+        self.watches += 1
+        return True
 
     def _leave(self, slot: Slot) -> None:
         self._lent.pop(slot, None)

@@ -114,14 +114,21 @@ class GenerationServer:
             settings.model_load_timeout_s,
         )
         self.guard = CallGuard(
-            settings.concurrent_rpcs_limit, settings.message_timeout_s, self.metrics
+            settings.concurrent_rpcs_limit,
+            settings.message_timeout_s,
+            self.metrics,
+            settings.max_health_watches,
         )
         self.server = grpc.aio.server(options=grpc_options(settings), interceptors=[self.guard])
         # Health only, plaintext, for kubelet probes of a TLS server (--health-port).
         self.health_server = (
             grpc.aio.server(
                 options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
-                interceptors=[CallGuard(None, settings.message_timeout_s, self.metrics)],
+                interceptors=[
+                    CallGuard(
+                        None, settings.message_timeout_s, self.metrics, settings.max_health_watches
+                    )
+                ],
             )
             if settings.health_port
             else None

@@ -131,6 +131,15 @@ class ServiceSettings:
     """grpc.max_concurrent_streams: bounds what one connection can hold open (half-sent calls,
     health Watch streams). Above --max-concurrent-rpcs, so that one busy channel still gets the
     server's fast RESOURCE_EXHAUSTED refusals instead of queueing in its own client."""
+    max_health_watches: int = field(
+        default=4096,
+        metadata=_about("most health Watch streams open at once, all connections", minimum=1),
+    )
+    """A Watch stream never ends by itself and holds ~23 KiB (measured), and every status change
+    writes to each: one beyond this cap is refused with RESOURCE_EXHAUSTED
+    (cvae_refusals_total{reason="watch_limit"}), so that many connections times
+    --max-streams-per-connection Watch streams cannot exhaust memory. Check is never capped; a
+    gRPC client watches once per channel (client-side health checking)."""
     max_pending_rpcs: int = field(
         default=64,
         metadata=_about(
