@@ -5,6 +5,7 @@ it acting where CPU alone does not."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ from cvae.v1 import generator_pb2, generator_pb2_grpc
 from tests.deploy import hpa as algorithm
 from tests.deploy.manifests import ROOT, one, quantity, render, serving_kustomizations
 from tests.deploy.models import model_repository
-from tests.deploy.promql import selectors
+from tests.deploy.promql import Selector, selectors
 from tests.deploy.server import RunningServer, running_server
 
 _MONITORING = ROOT / "deploy" / "monitoring"
@@ -75,8 +76,8 @@ def test_every_metric_query_parses_and_answers_for_a_pod_without_traffic() -> No
 
 def test_the_old_signals_miss_the_small_call_overload() -> None:
     """The issue's measurement: a pod flooded by one-image calls at 1.29-1.46 of its 2 cores,
-    queue depth under 512, clients refused at gRPC's intake (so no refusal is counted), calls in
-    flight pinned at the concurrency limit (CVAE_QUEUE_SIZE 8192 / 8)."""
+    queue depth under 512, clients refused at gRPC's intake then (so no refusal was counted),
+    calls in flight pinned at the concurrency limit (then CVAE_QUEUE_SIZE 8192 / 8)."""
     hpa = _prod_hpa()
     limit = 8192 // 8
     for cores in (1.29, 1.37, 1.46):
@@ -114,14 +115,40 @@ def _value(samples: dict, name: str, code: str | None = None) -> float:
     )
 
 
+def _refusals_selector() -> Selector:
+    """The cvae_refusals_total selector of the adapter's cvae_refusals_per_second rule."""
+    (rule,) = [rule for rule in _rules() if rule["name"]["as"] == "cvae_refusals_per_second"]
+    query = rule["metricsQuery"]
+    for placeholder, value in _TEMPLATE.items():
+        query = query.replace(placeholder, value)
+    (refusals,) = [s for s in selectors(query) if s.metric == "cvae_refusals_total"]
+    return refusals
+
+
+def _kept(selector: Selector, labels: dict[str, str]) -> bool:
+    """Whether `selector`'s matchers on labels the service exports keep this series."""
+    for matcher in selector.matchers:
+        if matcher.label in {"namespace", "pod"}:  # the target's, not the service's
+            continue
+        value = labels.get(matcher.label, "")
+        if matcher.operator in {"=~", "!~"}:
+            matched = re.fullmatch(matcher.value, value) is not None
+            if matched != (matcher.operator == "=~"):
+                return False
+        elif (value == matcher.value) != (matcher.operator == "="):
+            return False
+    return True
+
+
 def _scrape(server: RunningServer) -> Scrape:
     samples = server.scrape_values()
+    refusals = _refusals_selector()
     return Scrape(
         time.monotonic(),
         _value(samples, "cvae_requests_in_flight"),
         _value(samples, "cvae_queue_duration_seconds_sum"),
         _value(samples, "cvae_queue_duration_seconds_count"),
-        _value(samples, "cvae_requests_total", code="RESOURCE_EXHAUSTED"),
+        sum(value for labels, value in samples[refusals.metric] if _kept(refusals, labels)),
         _value(samples, "process_cpu_seconds_total"),
     )
 

@@ -137,7 +137,8 @@ def test_rules_are_well_formed() -> None:
     assert {a["alert"] for a in alerts} >= {
         "CvaeHighErrorRate",
         "CvaeHighLatencyP99",
-        "CvaeQueueSaturated",
+        "CvaeSaturated",
+        "CvaeClientsRefused",
     }
 
 
@@ -254,3 +255,60 @@ def test_the_scrape_is_real(exported: Exported) -> None:
     assert {"OK", "INVALID_ARGUMENT"} <= codes
     outcomes = {labels["outcome"] for labels in exported["cvae_model_reloads_total"]}
     assert "refused" in outcomes
+
+
+# ---- refusal reasons: each is saturation or a client's doing, and the HPA counts saturation
+
+
+def _reasons_matched(expression: str) -> set[str]:
+    """The refusal reasons (service/errors.py) that the cvae_refusals_total selectors of
+    `expression` keep."""
+    from service.errors import REFUSAL_REASONS
+
+    kept: set[str] = set()
+    for selector in selectors(expression):
+        if selector.metric not in {"cvae_refusals_total", "cvae:refusals:rate5m"}:
+            continue
+        matchers = [m for m in selector.matchers if m.label == "reason"]
+        assert matchers, f"{selector.metric} without a reason matcher in {expression!r}"
+        kept |= {reason for reason in REFUSAL_REASONS if all(_keeps(m, reason) for m in matchers)}
+    return kept
+
+
+def _keeps(matcher: Matcher, value: str) -> bool:
+    if matcher.operator == "=":
+        return value == matcher.value
+    if matcher.operator == "!=":
+        return value != matcher.value
+    matched = re.fullmatch(matcher.value, value) is not None
+    return matched if matcher.operator == "=~" else not matched
+
+
+def _alert(name: str) -> dict:
+    (rule,) = [rule for rule in _rules() if rule.get("alert") == name]
+    return rule
+
+
+def test_every_refusal_reason_is_saturation_or_a_clients_doing_and_only_one() -> None:
+    from service.errors import REFUSAL_REASONS
+
+    saturation = _reasons_matched(_alert("CvaeSaturated")["expr"])
+    clients = _reasons_matched(_alert("CvaeClientsRefused")["expr"])
+    assert not saturation & clients, saturation & clients
+    assert saturation | clients == set(REFUSAL_REASONS), set(REFUSAL_REASONS) - saturation - clients
+    assert {"queue_full", "concurrency_limit"} <= saturation
+
+
+def test_the_autoscalers_refusal_metric_counts_the_saturation_reasons_alone() -> None:
+    """concurrency_limit refusals happen before the handler runs, so cvae_requests_total never
+    counts them: a rule on RESOURCE_EXHAUSTED calls missed the main overload mode, and counted
+    clients' too-short deadlines and unread streams, which scaling does not help."""
+    (rule,) = [
+        rule
+        for rule in yaml.safe_load(ADAPTER.read_text())["rules"]["custom"]
+        if rule["name"]["as"] == "cvae_refusals_per_second"
+    ]
+    query = rule["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="n"')
+    query = query.replace("<<.GroupBy>>", "pod")
+    assert _reasons_matched(query) == _reasons_matched(_alert("CvaeSaturated")["expr"])
+    assert "cvae_requests_total" not in query
