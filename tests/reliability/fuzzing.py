@@ -29,7 +29,16 @@ CLIENT_ERRORS = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-FIELDS = ("request", "labels", "latents", "temperature", "encoding", "model_version", "chunk_size")
+FIELDS = (
+    "request",
+    "labels",
+    "latents",
+    "temperature",
+    "encoding",
+    "model_version",
+    "model_name",
+    "chunk_size",
+)
 # "labels[3]: ...", "latents.shape: ...", "request: not a valid ..." and so on.
 _NAMES_A_FIELD = re.compile(rf"^({'|'.join(FIELDS)})(\[\d+\]|\.[a-z_]+)?: ")
 _METHODS = ("Generate", "GenerateStream", "GetModelInfo")

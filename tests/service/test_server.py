@@ -186,9 +186,10 @@ def test_health_list_gives_every_status_and_logs_no_error(server: ServerProcess)
     for _ in range(20):  # a client calling it in a loop must not fill the log
         listed = stub.List(health_pb2.HealthListRequest(), timeout=10)
         statuses = {name: answer.status for name, answer in listed.statuses.items()}
-        assert statuses == {
+        assert statuses == {  # the server, its service, and each model by name
             "": health_pb2.HealthCheckResponse.SERVING,
             "cvae.v1.Generator": health_pb2.HealthCheckResponse.SERVING,
+            "cvae-mnist": health_pb2.HealthCheckResponse.SERVING,
         }
     assert " ERROR " not in server.log() and "Traceback" not in server.log()
 
