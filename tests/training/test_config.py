@@ -65,3 +65,13 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
         TrainConfig(compute_dtype="float16")
     with pytest.raises(ConfigError, match="label_guidance_fit_epochs"):
         TrainConfig(label_guidance_fit_epochs=-1)
+
+
+def test_the_shipped_training_configs_load_and_the_fast_variant_is_cheaper() -> None:
+    from training.describe import model_costs
+
+    folder = Path(__file__).resolve().parents[2] / "training" / "configs"
+    configs = {path.stem: load_toml(path) for path in sorted(folder.glob("*.toml"))}
+    assert "fast" in configs
+    fast, default = model_costs(configs["fast"].model), model_costs(ModelConfig())
+    assert fast["decoder_mflops_per_image"] < default["decoder_mflops_per_image"] / 5
