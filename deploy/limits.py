@@ -8,6 +8,7 @@ below the memory limit, less a stated margin, becomes the stream budget:
   + decoder_slots x max_images x held  calls whose pieces are partly decoded
   + max_concurrent_rpcs x call         a request with latents, and gRPC/Python call state
   + max_connections x connection       each client connection's transport buffers
+  + max_health_watches x watch         health Watch streams (they never end by themselves)
   + stream_memory_mib x stream_cost    every open GenerateStream (the service's own accounting
                                        of labels and chunks, times what it costs for real)
   + margin                             a fraction of the limit left unused
@@ -48,6 +49,8 @@ CALL_STATE_BYTES = 32 << 10
 """gRPC core and grpc.aio state of one call being handled (an estimate, not measured)."""
 CONNECTION_BYTES = 64 << 10
 """One client connection's HTTP/2 read and write buffers (an estimate, not measured)."""
+WATCH_BYTES = 23 << 10
+"""One open health Watch stream (measured with --max-health-watches: service/settings.py)."""
 COPIES = 3
 """Copies of an image's bytes alive while a call's response is built: the decoder's float32
 output, the encoded tensor, the serialized message."""
@@ -85,6 +88,7 @@ class Limits:
     max_concurrent_rpcs: int
     max_connections: int
     max_streams_per_connection: int
+    max_health_watches: int
     max_message_bytes: int
     stream_memory_mib: int
     decoder_slots: int
@@ -102,6 +106,7 @@ class Limits:
             "CVAE_MAX_CONCURRENT_RPCS": str(self.max_concurrent_rpcs),
             "CVAE_MAX_CONNECTIONS": str(self.max_connections),
             "CVAE_MAX_STREAMS_PER_CONNECTION": str(self.max_streams_per_connection),
+            "CVAE_MAX_HEALTH_WATCHES": str(self.max_health_watches),
             "CVAE_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
             "CVAE_STREAM_MEMORY_MIB": str(self.stream_memory_mib),
             "CVAE_DECODER_SLOTS": str(self.decoder_slots),
@@ -124,6 +129,7 @@ def derive(
     max_concurrent_rpcs: int = 512,
     max_connections: int = 1024,
     max_streams_per_connection: int = 1024,
+    max_health_watches: int = 1024,
     decoder_slots: int = 2,
     model: Model = Model(),
 ) -> Limits:
@@ -147,6 +153,7 @@ def derive(
             max_concurrent_rpcs * (model.request_bytes(max_images_per_request) + CALL_STATE_BYTES),
         ),
         ("connections", max_connections * CONNECTION_BYTES),
+        ("health watches", max_health_watches * WATCH_BYTES),
     )
     usable = int(memory_limit_mib * MIB * (1 - MARGIN))
     left = usable - sum(size for _, size in fixed)
@@ -157,7 +164,7 @@ def derive(
             f"{', '.join(f'{name} {size // MIB}' for name, size in fixed)} MiB and a "
             f"{MARGIN:.0%} margin; at least {MIN_STREAM_MEMORY_MIB} MiB x {STREAM_COST} are "
             "needed: raise the memory limit or lower queue_size / max_concurrent_rpcs / "
-            "max_connections"
+            "max_connections / max_health_watches"
         )
     streams = ("streams", int(stream_memory_mib * MIB * STREAM_COST))
     return Limits(
@@ -167,6 +174,7 @@ def derive(
         max_concurrent_rpcs=max_concurrent_rpcs,
         max_connections=max_connections,
         max_streams_per_connection=max_streams_per_connection,
+        max_health_watches=max_health_watches,
         max_message_bytes=max_message_bytes,
         stream_memory_mib=stream_memory_mib,
         decoder_slots=decoder_slots,
