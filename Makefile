@@ -109,7 +109,7 @@ soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
 prometheus-rule: $(VENV)/.dev  ## rewrite deploy/k8s/base/prometheusrule.yaml from deploy/monitoring's rule files
 	$(BIN)/python deploy/monitoring/prometheusrule.py
 
-prod-limits: $(VENV)/.dev  ## rewrite deploy/k8s/overlays/prod/limits.env from the prod memory limit (deploy/limits.py)
+prod-limits: $(VENV)/.dev  ## rewrite deploy/k8s/overlays/prod/limits.env and its table in docs/deploy.md from the prod memory limit (deploy/limits.py)
 	$(BIN)/python deploy/limits.py
 
 constraints: $(VENV)/.dev  ## re-pin every dependency into constraints.txt
