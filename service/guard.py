@@ -124,7 +124,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                         await result
                 finally:
                     if slot is not None:
-                        self._leave(slot)
+                        self.leave(slot)
                     if watch:
                         self.watches -= 1
 
@@ -148,7 +148,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 return await work
             finally:
                 if slot is not None:
-                    self._leave(slot)
+                    self.leave(slot)
 
         return grpc.stream_unary_rpc_method_handler(
             unary_unary,
@@ -180,8 +180,23 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def _admit(self, context: grpc.aio.ServicerContext) -> Slot | None:
         """Take a free or lent slot of the limit, or refuse the call (its status set, None)."""
-        assert self._limit is not None
-        if self.active < self._limit:
+        slot = self.take()
+        if slot is None:
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(self.refusal)
+        return slot
+
+    @property
+    def refusal(self) -> str:
+        return (
+            f"the server is handling {self._limit} calls, its limit "
+            "(--max-concurrent-rpcs); retry with backoff"
+        )
+
+    def take(self) -> Slot | None:
+        """A free or lent slot for a data-plane call (also the HTTP port's), or None, counted as
+        a concurrency_limit refusal, when there is none; give it back with `leave`."""
+        if self._limit is None or self.active < self._limit:
             self.active += 1
             return Slot()
         lent = next(iter(self._lent), None)  # the longest-stalled stream gives way to this call
@@ -191,11 +206,6 @@ class CallGuard(grpc.aio.ServerInterceptor):
             lent.taken.set_result(None)
             return Slot()
         self._metrics.count_refusal(CONCURRENCY_LIMIT)
-        context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        context.set_details(
-            f"the server is handling {self._limit} calls, its limit "
-            "(--max-concurrent-rpcs); retry with backoff"
-        )
         return None
 
     def _watch(self, context: grpc.aio.ServicerContext) -> bool:
@@ -211,7 +221,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
         self.watches += 1
         return True
 
-    def _leave(self, slot: Slot) -> None:
+    def leave(self, slot: Slot) -> None:
         self._lent.pop(slot, None)
         if slot.taken is None or not slot.taken.done():  # else its slot is another call's now
             self.active -= 1

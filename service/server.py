@@ -74,7 +74,7 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_S * 1000),
         ("grpc.http2.max_pings_without_data", 0),  # keep pinging an idle connection
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.max_allowed_incoming_connections", connection_cap(settings.max_connections)),
+        ("grpc.max_allowed_incoming_connections", port_connections(settings)),
         ("grpc.server_handshake_timeout_ms", _HANDSHAKE_TIMEOUT_S * 1000),
     ]
     if settings.max_connection_idle_s > 0:
@@ -91,6 +91,13 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
             ("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace_s)),
         ]
     return options
+
+
+def port_connections(settings: ServiceSettings) -> int:
+    """Connections each client port takes: --max-connections (or what the file limit leaves),
+    shared by the gRPC and HTTP ports when both listen."""
+    total = connection_cap(settings.max_connections)
+    return max(1, total // 2) if settings.http_port else total
 
 
 def _ms(seconds: float) -> int:
@@ -193,6 +200,9 @@ class GenerationServer:
                 settings.max_message_bytes,
                 settings.grace_period_s,
                 lambda: self.ready,
+                self.guard,
+                settings.message_timeout_s,
+                port_connections(settings),
             )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(

@@ -197,8 +197,8 @@ class ServiceSettings:
     """grpc.max_allowed_incoming_connections; a connection beyond it is closed at once. 0 leaves
     256 descriptors of RLIMIT_NOFILE (raised to its hard limit at start) for everything else
     (model files, /metrics, logs), at most 16,384, so that connections can never make the
-    server's own files fail with EMFILE. Connections that never finish their handshake are
-    closed after 10 s."""
+    server's own files fail with EMFILE. With --http-port the gRPC and HTTP ports get half each.
+    Connections that never finish their handshake are closed after 10 s."""
     max_connection_age_grace_s: float = field(
         default=600.0, metadata=_about("seconds an aged connection's calls may still run")
     )

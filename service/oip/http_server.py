@@ -11,6 +11,15 @@ Inference runs on the same data plane as gRPC (ImageGenerator, batcher, queue, l
 caller's deadline is Triton's request parameter `timeout` (microseconds). Errors answer
 `{"error": message}` with the HTTP status of the error's gRPC code (INVALID_ARGUMENT 400,
 NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, else 500).
+
+The gRPC port's limits hold here too (issue 14), with the same settings:
+- an infer call takes a slot of --max-concurrent-rpcs (the gRPC port's CallGuard: one count for
+  both ports) and is refused with 429 beyond it; health and metadata take none;
+- a connection must send its next request's headers within --message-timeout-s of connecting
+  or of its previous answer (slow-loris headers, idle keep-alive), and a request its whole body
+  within --message-timeout-s of its headers (408); either is counted as message_timeout;
+- a body over --max-message-bytes is refused with 413 (compressed bodies: their decoded size);
+- at most --max-connections connections: one beyond is closed at once.
 """
 
 from __future__ import annotations
@@ -23,8 +32,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from service.catalog import ModelCatalog
-from service.errors import DeadlineExpired, ServiceError
+from service.errors import (
+    CONCURRENCY_LIMIT,
+    MESSAGE_TIMEOUT,
+    DeadlineExpired,
+    Overloaded,
+    ServiceError,
+)
 from service.generator import ImageGenerator
+from service.guard import CallGuard
 from service.metrics import ServiceMetrics
 from service.oip import http_codec
 from service.oip.grpc_servicer import SERVER_NAME, server_version
@@ -56,7 +72,17 @@ class InferenceHttpServer:
         max_body_bytes: int,
         grace_period_s: float,
         is_ready: Callable[[], bool],
+        guard: CallGuard,
+        request_timeout_s: float,
+        max_connections: int,
     ) -> None:
+        self._guard = guard
+        self._request_timeout_s = request_timeout_s
+        self._max_connections = max_connections
+        self._busy: set[asyncio.BaseProtocol] = set()  # connections with a request in progress
+        self._served: dict[asyncio.BaseProtocol, int] = {}  # requests answered, per connection
+        self._timed_out: set[asyncio.BaseProtocol] = set()  # answered 408, closing
+        self._listener: asyncio.Server | None = None
         self._catalog = catalog
         self._generator = generator
         self._metrics = metrics
@@ -76,7 +102,7 @@ class InferenceHttpServer:
                   for path in (model, versioned)),
                 *(web.get(path + "/ready", self._counted("ModelReady", self._model_ready))
                   for path in (model, versioned)),
-                *(web.post(path + "/infer", self._counted("ModelInfer", self._infer))
+                *(web.post(path + "/infer", self._counted("ModelInfer", self._infer, True))
                   for path in (model, versioned)),
             ]
         )  # fmt: skip
@@ -90,29 +116,86 @@ class InferenceHttpServer:
             access_log=None,
             handle_signals=False,
             shutdown_timeout=self._grace_period_s,
+            keepalive_timeout=2 * self._request_timeout_s + 1,  # `_expect_request` closes first
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
-        await site.start()
-        self.bound_port = int(runner.addresses[0][1])
+        # Our own listener (not a TCPSite) so that each connection is capped and timed.
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            self._accept, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
+        self.bound_port = int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Close the port; calls in progress get the grace period, then are cancelled."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    def _counted(self, method: str, handler: _Handler) -> _Handler:
+    def _accept(self) -> asyncio.BaseProtocol:
+        """A connection's protocol: aiohttp's, timed (`_expect_request`), or, beyond
+        --max-connections, one that closes the connection at once."""
+        assert self._runner is not None and self._runner.server is not None
+        server = self._runner.server
+        if len(server.connections) >= self._max_connections:
+            return _Refuse()
+        protocol = server()
+        self._expect_request(protocol)
+        return protocol
+
+    def _expect_request(self, protocol: asyncio.BaseProtocol) -> None:
+        """Close `protocol`'s connection unless a request of it reaches a handler within
+        --message-timeout-s (aiohttp itself waits 3,630 s for headers that trickle in)."""
+
+        def expire() -> None:
+            transport = getattr(protocol, "transport", None)
+            if protocol in self._busy or self._served.get(protocol) != served:
+                return  # a request came: a later timer watches this connection
+            if transport is not None and not transport.is_closing():
+                if protocol not in self._timed_out:  # (a 408 was counted already)
+                    self._metrics.count_refusal(MESSAGE_TIMEOUT)
+                _LOGGER.debug("http: no request within %g s: closing", self._request_timeout_s)
+                transport.close()
+            self._served.pop(protocol, None)
+            self._timed_out.discard(protocol)
+
+        served = self._served.setdefault(protocol, 0)
+        asyncio.get_running_loop().call_later(self._request_timeout_s, expire)
+
+    def _counted(self, method: str, handler: _Handler, limited: bool = False) -> _Handler:
         async def counted(request: web.Request) -> web.Response:
             started = time.perf_counter()
             code = "OK"
+            protocol = request.protocol
+            self._busy.add(protocol)
             self._in_flight.enter()
             self._metrics.call_started()
+            slot = None
             try:
+                if limited:
+                    slot = self._guard.take()
+                    if slot is None:
+                        raise Overloaded(self._guard.refusal, CONCURRENCY_LIMIT)
                 return await handler(request)
             except ServiceError as error:
                 code = error.code
+                if isinstance(error, Overloaded) and error.reason != CONCURRENCY_LIMIT:
+                    self._metrics.count_refusal(error.reason)  # (take() counted that one)
                 return web.json_response({"error": str(error)}, status=_STATUS.get(code, 500))
+            except TimeoutError:  # the body did not arrive in time
+                code = "RESOURCE_EXHAUSTED"
+                self._metrics.count_refusal(MESSAGE_TIMEOUT)
+                self._timed_out.add(protocol)
+                message = (
+                    f"request: the body did not arrive within {self._request_timeout_s:g} s of "
+                    "the headers (--message-timeout-s)"
+                )
+                response = web.json_response({"error": message}, status=408)
+                response.force_close()
+                return response
             except asyncio.CancelledError:  # the client closed the connection
                 code = "CANCELLED"
                 raise
@@ -129,6 +212,11 @@ class InferenceHttpServer:
                     {"error": "internal error; the server logged the details"}, status=500
                 )
             finally:
+                if slot is not None:
+                    self._guard.leave(slot)
+                self._busy.discard(protocol)
+                self._served[protocol] = self._served.get(protocol, 0) + 1
+                self._expect_request(protocol)  # the next request on this connection
                 self._in_flight.leave()
                 self._metrics.call_finished()
                 seconds = time.perf_counter() - started
@@ -162,7 +250,8 @@ class InferenceHttpServer:
 
     async def _infer(self, request: web.Request) -> web.Response:
         runtime = resolve_model(self._catalog, *_model_of(request))
-        body = await request.read()
+        async with asyncio.timeout(self._request_timeout_s):
+            body = await request.read()
         infer = http_codec.decode_infer(
             body, request.headers.get(http_codec.HEADER_LENGTH), runtime.spec, self._max_images
         )
@@ -185,6 +274,13 @@ class InferenceHttpServer:
         response = web.Response(body=payload, content_type="application/octet-stream")
         response.headers[http_codec.HEADER_LENGTH] = str(header)
         return response
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection beyond --max-connections: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def _model_of(request: web.Request) -> tuple[str, str]:
