@@ -82,5 +82,5 @@ def main(seconds: float, parallel: int) -> None:
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:]
-    main(float(arguments[0]) if arguments else 150.0, int(arguments[1]) if len(arguments) > 1 else 1)
+    arguments = [*sys.argv[1:], "150", "1"]
+    main(float(arguments[0]), int(arguments[1]))
