@@ -24,8 +24,11 @@ from tests.deploy.cgroup import memory_cgroup, unavailable
 from tests.deploy.manifests import ROOT, one, render
 from tests.deploy.models import SHIPPED
 from tests.deploy.server import RunningServer, running_server
+from tests.service.rawh2 import RawConnection, grpc_frame
 
 _MIB = 1 << 20
+_GENERATE_STREAM = "/cvae.v1.Generator/GenerateStream"
+_RESOURCE_EXHAUSTED = "8"
 
 
 def _tool() -> ModuleType:
@@ -114,27 +117,51 @@ def _resident(pid: int, field: str) -> float:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-def _unread_streams(target: str, count: int, labels: int) -> tuple[list, int, int]:
-    """`count` GenerateStream calls of `labels` labels on one connection, each read for one
-    message and then left unread; opened in waves of 10, so that the queue drains between
-    them and the stream budget, not the queue, is what refuses."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
-    stub = pb_grpc.GeneratorStub(channel)
-    job = pb.GenerateRequest(labels=[7] * labels, seed=5)
-    streams, opened, refused = [], 0, 0
-    for wave in range(0, count, 10):
-        batch = [stub.GenerateStream(job, timeout=300) for _ in range(min(10, count - wave))]
-        for stream in batch:
-            try:
-                next(stream)
-                opened += 1
-                streams.append(stream)
-            except grpc.RpcError as error:
-                code = error.code()
-                assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, error
-                refused += 1
-    streams.append(channel)
-    return streams, opened, refused
+def _send_all(connection: RawConnection, stream_id: int, data: bytes) -> None:
+    """`data` on `stream_id` as the server's flow-control windows allow, then END_STREAM."""
+    sent = 0
+    while sent < len(data):
+        window = connection.h2.local_flow_control_window(stream_id)
+        size = min(window, connection.h2.max_outbound_frame_size, len(data) - sent)
+        if size <= 0:
+            connection.pump(0.05)  # WINDOW_UPDATEs
+            continue
+        connection.send(stream_id, data[sent : sent + size])
+        connection.flush()
+        sent += size
+    connection.send(stream_id, b"", end_stream=True)
+    connection.flush()
+
+
+def _queue_depth(server: RunningServer) -> float:
+    return sum(value for _, value in server.scrape_values()["cvae_queue_depth"])
+
+
+def _unread_streams(
+    server: RunningServer, count: int, labels: int, queue_size: int
+) -> tuple[RawConnection, int, int]:
+    """`count` GenerateStream calls of `labels` labels on one raw HTTP/2 connection whose
+    window is 0: the server decodes each stream's first chunks and can send none of them. Each
+    next stream waits for the queue to drain below half (a slow decoder would refuse it with
+    queue_full): the stream budget, not the queue, is what is attacked. Returns the connection (close it to end them), how many streams the server holds and how
+    many it refused (with RESOURCE_EXHAUSTED: the stream budget, or the queue)."""
+    connection = RawConnection("127.0.0.1", server.port, window=0)
+    connection.pump(0.2)
+    message = grpc_frame(pb.GenerateRequest(labels=[7] * labels, seed=5).SerializeToString())
+    for _ in range(count):
+        _send_all(connection, connection.open_call(_GENERATE_STREAM), message)
+        connection.pump(0.05)
+        deadline = time.monotonic() + 10
+        while _queue_depth(server) > queue_size / 2 and time.monotonic() < deadline:
+            connection.pump(0.1)
+    deadline, answered = time.monotonic() + 30, -1
+    while time.monotonic() < deadline and connection.answered() != answered:
+        answered = connection.answered()  # refusals come at once: wait until no more come
+        connection.pump(2.0)
+    refused = sum(1 for s in connection.streams.values() if s.status == _RESOURCE_EXHAUSTED)
+    others = [s.status for s in connection.streams.values() if s.status not in (None, "8")]
+    assert not others, others
+    return connection, count - refused, refused
 
 
 def _fill_queue(target: str, stop: threading.Event, images: int, callers: int) -> list[int]:
@@ -216,7 +243,7 @@ def test_the_prod_limits_hold_the_hostile_memory_pattern_in_a_cgroup_of_the_pod_
             baseline = _resident(pid, "VmHWM")
             # The streams first (the queue-filling calls would refuse them with queue_full),
             # then the queue filled beside them.
-            held, opened, refused = _unread_streams(server.target, 100, 2_000_000)
+            held, opened, refused = _unread_streams(server, 100, 2_000_000, limits.queue_size)
             stop = threading.Event()
             answers: list[list[int]] = []
             filler = threading.Thread(
@@ -234,11 +261,7 @@ def test_the_prod_limits_hold_the_hostile_memory_pattern_in_a_cgroup_of_the_pod_
                 filler.join(timeout=120)
             _victim_is_served(server)  # the unread streams still open
             peak = _resident(pid, "VmHWM")
-            for item in held:
-                if isinstance(item, grpc.Channel):
-                    item.close()
-                else:
-                    item.cancel()
+            held.close()
             _victim_is_served(server)
             counted = server.scrape_values()["cvae_refusals_total"]
         oom_kills = cgroup.oom_kills()
@@ -254,7 +277,8 @@ def test_the_prod_limits_hold_the_hostile_memory_pattern_in_a_cgroup_of_the_pod_
     assert oom_kills == 0 and alive_under_attack, report
     assert baseline <= limits_tool.BASELINE_MIB, report
     assert peak <= usable_mib, report
-    # The attack reached a bound: every stream was answered (opened, or refused at once by the
-    # queue or the stream budget), and the queue-filling calls found the queue full.
+    # The attack reached the bounds: the stream budget refused streams, and the queue-filling
+    # calls found the queue full.
     assert opened + refused == 100 and opened > 0, report
+    assert report["refusals"].get("stream_memory", 0) > 0, report
     assert report["refusals"].get("queue_full", 0) > 0, report
