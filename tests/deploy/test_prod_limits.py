@@ -143,8 +143,9 @@ def _unread_streams(
     """`count` GenerateStream calls of `labels` labels on one raw HTTP/2 connection whose
     window is 0: the server decodes each stream's first chunks and can send none of them. Each
     next stream waits for the queue to drain below half (a slow decoder would refuse it with
-    queue_full): the stream budget, not the queue, is what is attacked. Returns the connection (close it to end them), how many streams the server holds and how
-    many it refused (with RESOURCE_EXHAUSTED: the stream budget, or the queue)."""
+    queue_full): the stream budget, not the queue, is what is attacked. Returns the connection
+    (close it to end them), how many streams the server holds and how many it refused (with
+    RESOURCE_EXHAUSTED: the stream budget, or the queue)."""
     connection = RawConnection("127.0.0.1", server.port, window=0)
     connection.pump(0.2)
     message = grpc_frame(pb.GenerateRequest(labels=[7] * labels, seed=5).SerializeToString())
