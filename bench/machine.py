@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from modelrepo import utc_timestamp
 
 _REPOSITORY = Path(__file__).resolve().parents[1]
 _PACKAGES = ("onnxruntime", "grpcio", "protobuf", "numpy", "onnx", "torch", "pillow")
@@ -76,7 +77,7 @@ def _tool_version(args: list[str]) -> str | None:
 
 def describe() -> dict[str, Any]:
     return {
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "measured_at": utc_timestamp(),
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from pathlib import Path
@@ -37,6 +36,7 @@ from modelrepo import (
     GraphSpec,
     model_document,
     publish_version,
+    utc_timestamp,
 )
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, config_to_dict
@@ -130,10 +130,6 @@ def metadata_props(description: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def export_checkpoint(
     checkpoint: Path,
     repository: Path,
@@ -175,7 +171,7 @@ def export_checkpoint(
             version=chosen_version,
             opset=opset_of(graph),
             metrics=metrics,
-            created_at=utc_now(),
+            created_at=utc_timestamp(),
             encoder_sha256=encoder_sha256,
         )
         del graph.metadata_props[:]

@@ -34,6 +34,7 @@ from modelrepo.spec import (
     ModelSpec,
     model_document,
     parse_document,
+    utc_timestamp,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "publish_version",
     "read_spec",
     "sha256_of",
+    "utc_timestamp",
 ]

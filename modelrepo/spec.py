@@ -13,6 +13,7 @@ refused before anything of its size is allocated.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -314,3 +315,8 @@ def model_document(
     if files:
         document[FILES] = dict(files)
     return {key: document[key] for key in KEY_ORDER if key in document}
+
+
+def utc_timestamp() -> str:
+    """Now, as model.json's and the metrics' `created_at` say it: "2026-12-02T14:00:00Z"."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -49,6 +49,7 @@ def default_source() -> Path:
 
 
 def cache_dir() -> Path:
+    """`CVAE_CACHE_DIR`, or ~/.cache/cvae: MNIST's and the evaluator's classifiers' cache."""
     return Path(os.environ.get("CVAE_CACHE_DIR", Path.home() / ".cache" / "cvae"))
 
 

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.data import Split
+from training.data import cache_dir as data_cache_dir
 from training.evaluate.classifier import ClassifierConfig, DigitClassifier, as_image_batch, classify
 
 _LOGGER = logging.getLogger(__name__)
 
-Split = tuple[np.ndarray, np.ndarray]  # images float32 [n, 784] in [0, 1], labels int64 [n]
 _CACHE_FORMAT = "cvae-classifier/1"
 _POSTFIX_EVERY = 20  # batches between updates of the running loss on the progress bar
 
@@ -36,11 +37,6 @@ class TrainedClassifier:
     test_accuracy: float
     cache_key: str
     train_seconds: float | None  # wall time of the run that trained it (None: not recorded)
-
-
-def default_cache_dir() -> Path:
-    """`CVAE_CACHE_DIR`, or ~/.cache/cvae."""
-    return Path(os.environ.get("CVAE_CACHE_DIR", Path.home() / ".cache" / "cvae"))
 
 
 def data_fingerprint(*splits: Split) -> str:
@@ -111,7 +107,7 @@ def load_or_train_classifier(
     """The classifier for this recipe and data: from the cache, or trained now and cached."""
     config = config or ClassifierConfig()
     key = cache_key(config, train, test)
-    path = (cache_dir or default_cache_dir()) / f"classifier-{key}.pt"
+    path = (cache_dir or data_cache_dir()) / f"classifier-{key}.pt"
     if path.is_file():
         try:
             model, test_accuracy, train_seconds = _read(path, config)

@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from training.config import positive_int
 from training.openmp import configure_openmp_waiting
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the card and metrics")
     parser.add_argument(
         "--samples-per-label",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="prior samples per label (1000)",
     )
@@ -44,7 +38,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
     parser.add_argument(
         "--iw-samples",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="k of the importance-weighted bound (1000)",
     )
@@ -62,7 +56,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--cas-seeds",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="CAS trainings on samples and on real digits, seeds 0..N-1 (2)",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import time
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from modelrepo import utc_timestamp
 from training.data import MnistSplits, file_sha256, load_mnist
 from training.evaluate.classifier import SECOND_CLASSIFIER, ClassifierConfig
 from training.evaluate.judge import SampleJudge, build_judge, torch_decode
@@ -255,7 +255,7 @@ def _finish(
         columns=settings.grid_columns,
     )
     metrics["evaluation_seconds"] = round(time.monotonic() - started, 1)
-    metrics["created_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metrics["created_at"] = utc_timestamp()
     _write_text(out / METRICS_FILE, json.dumps(_finite(metrics), indent=2) + "\n")
     _write_text(
         out / CARD_JSON, json.dumps(_finite(card_json(metrics, GRID_FILE)), indent=2) + "\n"
