@@ -125,6 +125,7 @@ class GenerationServer:
             settings.message_timeout_s,
             self.metrics,
             settings.max_health_watches,
+            settings.stream_write_timeout_s,
         )
         self.server = grpc.aio.server(options=grpc_options(settings), interceptors=[self.guard])
         # Health only, plaintext, for kubelet probes of a TLS server (--health-port).
@@ -133,7 +134,11 @@ class GenerationServer:
                 options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
                 interceptors=[
                     CallGuard(
-                        None, settings.message_timeout_s, self.metrics, settings.max_health_watches
+                        None,
+                        settings.message_timeout_s,
+                        self.metrics,
+                        settings.max_health_watches,
+                        settings.stream_write_timeout_s,
                     )
                 ],
             )
@@ -171,6 +176,7 @@ class GenerationServer:
             request_limits(settings),
             self.guard.write,
         )
+        self.guard.hold_answer = servicer.streams.hold_until
         encoding = EncodingServicer(
             self.catalog,
             ImageEncoder(self.batcher),

@@ -31,7 +31,7 @@ from service.errors import (
     ServiceError,
 )
 from service.generator import GeneratedImages, GenerationJob, ImageGenerator, PixelFormat
-from service.guard import LEND_AFTER_S
+from service.guard import LEND_AFTER_S, retrieve_error
 from service.metrics import ServiceMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,18 +85,20 @@ class RequestLimits:
 
 
 class StreamMemory:
-    """The bytes open GenerateStream calls hold, within a budget (like the queue's images)."""
+    """The bytes open GenerateStream calls and answers not yet taken by their clients hold,
+    within a budget (like the queue's images)."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.held = 0
 
     def reserve(self, size: int) -> None:
+        """Count `size` bytes, or Overloaded when they would not fit the budget."""
         if self.held + size > self.budget:
             raise Overloaded(
-                f"open streams hold {self.held >> 20} MiB of the {self.budget >> 20} MiB budget "
-                f"(--stream-memory-mib) and this one needs {max(1, size >> 20)} MiB; retry "
-                "later or ask fewer images per stream",
+                f"open streams and unread answers hold {self.held >> 20} MiB of the "
+                f"{self.budget >> 20} MiB budget (--stream-memory-mib) and this call needs "
+                f"{max(1, size >> 20)} MiB; retry later or ask fewer images",
                 STREAM_MEMORY,
             )
         self.held += size
@@ -182,8 +184,13 @@ class GeneratorServicer:
                 len(job.labels), job.pixel_format, job.omit_latents, runtime.spec
             )
             _fits(bound, room, "labels")
-            result = await self._generator.generate(runtime, job, deadline)
-            response = await _encode(result, job)
+            # Counted from now: once answered, until its client takes it (CallGuard).
+            self.streams.reserve(bound)
+            try:
+                result = await self._generator.generate(runtime, job, deadline)
+                response = await _encode(result, job)
+            finally:
+                self.streams.release(bound)
             _fits(response.ByteSize(), room, "labels")  # PNGs: known only now
             self._metrics.count_images(len(job.labels))
             return response
@@ -255,7 +262,7 @@ class GeneratorServicer:
         # Not cancelled when it stalls: gRPC core keeps the message until the client reads or
         # goes, and a cancelled write would leave gRPC's batch behind the call's status.
         write = asyncio.ensure_future(context.write(message))
-        write.add_done_callback(_retrieve)
+        write.add_done_callback(retrieve_error)
         timeout = self._limits.stream_write_timeout_s
         try:
             written = await self._wait_write(write, timeout)
@@ -412,12 +419,6 @@ def _ended_code(remaining: float | None) -> str:
 # How a stream waits for one write: True once written, False when the stream must end because
 # its client does not read (service/guard.py, CallGuard.write).
 WaitWrite = Callable[[asyncio.Future[None], float], Awaitable[bool]]
-
-
-def _retrieve(write: asyncio.Future[None]) -> None:
-    """Fetch a finished write's error, so that asyncio does not log an unread one."""
-    if not write.cancelled():
-        write.exception()
 
 
 def _deadline_of(context: grpc.aio.ServicerContext) -> float | None:

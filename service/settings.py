@@ -166,8 +166,9 @@ class ServiceSettings:
     )
     """Budget of every GenerateStream open at once, like --queue-size for images: each holds its
     labels (one byte each), its latents if given, and two chunks being computed and written. A
-    stream that would exceed it is refused at once (cvae_refusals_total{reason="stream_memory"})
-    and holds nothing."""
+    data-plane answer counts too, from its work until its client has read it (an unread one
+    stays in gRPC's buffers until the connection closes). A call that would exceed it is refused
+    at once (cvae_refusals_total{reason="stream_memory"}) and holds nothing."""
     stream_write_timeout_s: float = field(
         default=30.0,
         metadata=_about(
