@@ -60,9 +60,10 @@ MESSAGE_TIMEOUT = "message_timeout"  # the request message did not arrive in --m
 STREAM_MEMORY = "stream_memory"  # open streams hold --stream-memory-mib already
 WRITE_STALLED = "write_stalled"  # a stream's client did not read (--stream-write-timeout-s)
 WATCH_LIMIT = "watch_limit"  # --max-health-watches health Watch streams are open
+REFLECTION_LIMIT = "reflection_limit"  # --max-reflection-streams reflection streams are open
 REFUSAL_REASONS = (
     QUEUE_FULL, DEADLINE_TOO_SHORT, CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, STREAM_MEMORY,
-    WRITE_STALLED, WATCH_LIMIT,
+    WRITE_STALLED, WATCH_LIMIT, REFLECTION_LIMIT,
 )  # fmt: skip
 
 

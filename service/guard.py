@@ -23,6 +23,8 @@ included, for as long as it stayed connected. `CallGuard`, a server interceptor,
 - caps the health Watch streams open at once (`max_watches`, all connections together): each
   holds ~23 KiB and is written on every status change, and a Watch never ends by itself. One
   beyond the cap is refused with RESOURCE_EXHAUSTED (`watch_limit`); Check is never capped.
+  Reflection streams, which never end by themselves either, have a cap of their own
+  (`max_reflections`, `reflection_limit`).
 
 The refusals are counted in cvae_refusals_total{reason}.
 """
@@ -38,12 +40,19 @@ from typing import Any
 
 import grpc
 
-from service.errors import CONCURRENCY_LIMIT, MESSAGE_TIMEOUT, WATCH_LIMIT, WRITE_STALLED
+from service.errors import (
+    CONCURRENCY_LIMIT,
+    MESSAGE_TIMEOUT,
+    REFLECTION_LIMIT,
+    WATCH_LIMIT,
+    WRITE_STALLED,
+)
 from service.metrics import ServiceMetrics
 
 _LOGGER = logging.getLogger(__name__)
 # Services whose calls take no slot of the limit: probes and tooling must always get through.
-_UNLIMITED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_REFLECTION = "/grpc.reflection."
+_UNLIMITED_PREFIXES = ("/grpc.health.", _REFLECTION)
 WATCH = "/grpc.health.v1.Health/Watch"
 _Refused = object()  # the call was refused before its handler ran
 # A stream write flow control has held this long lends its call's slot (module doc). Short: a
@@ -77,7 +86,10 @@ class CallGuard(grpc.aio.ServerInterceptor):
         metrics: ServiceMetrics,
         max_watches: int,
         write_timeout_s: float,
+        max_reflections: int,
     ) -> None:
+        self._max_reflections = max_reflections
+        self.reflections = 0  # reflection streams open
         self._write_timeout_s = write_timeout_s
         # Counts an answer's bytes until its write is done (the servicer's StreamMemory): an
         # answer its client does not read stays in gRPC's buffers until the client reads or goes.
@@ -97,13 +109,50 @@ class CallGuard(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler
         method = handler_call_details.method
+        if handler is None:
+            return handler
+        if handler.request_streaming and not method.startswith(_REFLECTION):
+            return handler
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
-            known = self._guarded[method] = (handler, self._guard(method, handler))
+            guarded = (
+                self._reflection(handler)
+                if handler.request_streaming
+                else self._guard(method, handler)
+            )
+            known = self._guarded[method] = (handler, guarded)
         return known[1]
+
+    def _reflection(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Reflection streams, capped like Watch: they never end by themselves either."""
+        streaming: Any = handler.stream_stream
+
+        async def reflect(requests: Any, context: grpc.aio.ServicerContext) -> None:
+            if self.reflections >= self._max_reflections:
+                self._metrics.count_refusal(REFLECTION_LIMIT)
+                context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+                context.set_details(
+                    f"{self._max_reflections} reflection streams are open, the server's limit "
+                    "(--max-reflection-streams); retry with backoff"
+                )
+                return
+            self.reflections += 1
+            try:
+                result = streaming(requests, context)
+                if inspect.isasyncgen(result):
+                    async for message in result:
+                        await context.write(message)
+                else:
+                    await result
+            finally:
+                self.reflections -= 1
+
+        return grpc.stream_stream_rpc_method_handler(
+            reflect,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         limited = self._limit is not None and not method.startswith(_UNLIMITED_PREFIXES)

@@ -126,6 +126,7 @@ class GenerationServer:
             self.metrics,
             settings.max_health_watches,
             settings.stream_write_timeout_s,
+            settings.max_reflection_streams,
         )
         self.server = grpc.aio.server(options=grpc_options(settings), interceptors=[self.guard])
         # Health only, plaintext, for kubelet probes of a TLS server (--health-port).
@@ -139,6 +140,7 @@ class GenerationServer:
                         self.metrics,
                         settings.max_health_watches,
                         settings.stream_write_timeout_s,
+                        settings.max_reflection_streams,
                     )
                 ],
             )

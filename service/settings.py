@@ -140,6 +140,13 @@ class ServiceSettings:
     (cvae_refusals_total{reason="watch_limit"}), so that many connections times
     --max-streams-per-connection Watch streams cannot exhaust memory. Check is never capped; a
     gRPC client watches once per channel (client-side health checking)."""
+    max_reflection_streams: int = field(
+        default=64,
+        metadata=_about("most server reflection streams open at once", minimum=1),
+    )
+    """Reflection (grpcurl, tooling) streams never end by themselves and hold ~25 KiB each: one
+    beyond this cap is refused with RESOURCE_EXHAUSTED (cvae_refusals_total{reason=
+    "reflection_limit"}). Tools open one per command."""
     max_pending_rpcs: int = field(
         default=64,
         metadata=_about(

@@ -1,4 +1,4 @@
-"""Health Watch streams are capped for the whole server, not only per connection (issue 14).
+"""Health Watch and reflection streams are capped for the whole server (issue 14).
 
 A Watch never ends by itself and holds ~23 KiB of the server; --max-streams-per-connection alone
 let many connections hold millions. Real `cvae serve`, raw HTTP/2 watchers, no timing asserted.
@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.reliability.test_hostile_clients import WATCH, pump_until, victim_is_served
 from tests.service.rawh2 import RawConnection, StreamState, grpc_frame
@@ -69,3 +70,30 @@ def test_watch_streams_beyond_the_server_cap_are_refused_on_any_connection(
                     time.sleep(0.5)
                 finally:
                     watch.cancel()
+
+
+def test_reflection_streams_beyond_their_cap_are_refused(repository: Path) -> None:
+    """Found by the red team: reflection streams were neither capped nor timed; 2,000 held on
+    two connections grew the server by ~50 MiB, and more connections hold more."""
+    info = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    request = grpc_frame(
+        reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    )
+    with (
+        ServerProcess(repository, "--max-reflection-streams", "5") as server,
+        RawConnection("127.0.0.1", server.port) as tool,
+    ):
+        tool.pump(0.2)
+        ids = []
+        for _ in range(8):
+            ids.append(tool.open_call(info))
+            tool.send(ids[-1], request)  # and never ends its request stream
+        tool.flush()
+        states = [tool.streams[i] for i in ids]
+        pump_until(tool, lambda: all(s.data or s.ended for s in states), 60)
+        answering = [s for s in states if s.data and not s.ended]
+        refused = [s for s in states if s.status == _STATUS_RESOURCE_EXHAUSTED]
+        assert (len(answering), len(refused)) == (5, 3)
+        assert all("--max-reflection-streams" in s.headers["grpc-message"] for s in refused)
+        assert server.metric("cvae_refusals_total", 'reason="reflection_limit"') == 3
+        victim_is_served(server)
