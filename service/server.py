@@ -211,6 +211,8 @@ class GenerationServer:
                 self.guard,
                 settings.message_timeout_s,
                 port_connections(settings),
+                servicer.streams,
+                settings.stream_write_timeout_s,
             )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(

@@ -19,6 +19,8 @@ The gRPC port's limits hold here too (issue 14), with the same settings:
   or of its previous answer (slow-loris headers, idle keep-alive), and a request its whole body
   within --message-timeout-s of its headers (408); either is counted as message_timeout;
 - a body over --max-message-bytes is refused with 413 (compressed bodies: their decoded size);
+- an answer counts in --stream-memory-mib until its client has taken it, and one not taken
+  within --stream-write-timeout-s closes its connection (write_stalled);
 - at most --max-connections connections: one beyond is closed at once.
 """
 
@@ -35,6 +37,7 @@ from service.catalog import ModelCatalog
 from service.errors import (
     CONCURRENCY_LIMIT,
     MESSAGE_TIMEOUT,
+    WRITE_STALLED,
     DeadlineExpired,
     Overloaded,
     ServiceError,
@@ -45,7 +48,7 @@ from service.metrics import ServiceMetrics
 from service.oip import http_codec
 from service.oip.grpc_servicer import SERVER_NAME, server_version
 from service.oip.models import resolve_model
-from service.servicer import _OFF_LOOP_PIXELS, InFlight
+from service.servicer import _OFF_LOOP_PIXELS, InFlight, StreamMemory
 
 _LOGGER = logging.getLogger(__name__)
 PROTOCOL = "oip-http"
@@ -75,7 +78,11 @@ class InferenceHttpServer:
         guard: CallGuard,
         request_timeout_s: float,
         max_connections: int,
+        answers: StreamMemory,
+        write_timeout_s: float,
     ) -> None:
+        self._answers = answers
+        self._write_timeout_s = write_timeout_s
         self._guard = guard
         self._request_timeout_s = request_timeout_s
         self._max_connections = max_connections
@@ -185,6 +192,9 @@ class InferenceHttpServer:
                 if isinstance(error, Overloaded) and error.reason != CONCURRENCY_LIMIT:
                     self._metrics.count_refusal(error.reason)  # (take() counted that one)
                 return web.json_response({"error": str(error)}, status=_STATUS.get(code, 500))
+            except _WriteStalled:
+                code = "RESOURCE_EXHAUSTED"
+                raise asyncio.CancelledError from None  # the connection is closed: no answer
             except TimeoutError:  # the body did not arrive in time
                 code = "RESOURCE_EXHAUSTED"
                 self._metrics.count_refusal(MESSAGE_TIMEOUT)
@@ -270,10 +280,33 @@ class InferenceHttpServer:
             payload, header = http_codec.encode_infer(result, infer)
         self._metrics.count_images(len(infer.call.job.labels))
         if header is None:
-            return web.Response(body=payload, content_type="application/json")
-        response = web.Response(body=payload, content_type="application/octet-stream")
-        response.headers[http_codec.HEADER_LENGTH] = str(header)
+            response = web.Response(body=payload, content_type="application/json")
+        else:
+            response = web.Response(body=payload, content_type="application/octet-stream")
+            response.headers[http_codec.HEADER_LENGTH] = str(header)
+        return await self._send(request, response, len(payload))
+
+    async def _send(self, request: web.Request, response: web.Response, size: int) -> web.Response:
+        """Write the answer here, its bytes counted in --stream-memory-mib until the client has
+        taken them; one it does not take within --stream-write-timeout-s closes the connection
+        (60 unread 1,024-image answers held 122 MiB, for as long as their clients stayed)."""
+        self._answers.reserve(size)
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            self._metrics.count_refusal(WRITE_STALLED)
+            if request.transport is not None:
+                request.transport.close()
+            raise _WriteStalled from None
+        finally:
+            self._answers.release(size)
         return response
+
+
+class _WriteStalled(Exception):
+    """The client did not take its answer within --stream-write-timeout-s."""
 
 
 class _Refuse(asyncio.Protocol):

@@ -162,3 +162,36 @@ def test_connections_beyond_the_cap_are_closed_at_once(repository: Path) -> None
                 time.sleep(0.2)
         for sock in held:
             sock.close()
+
+
+def test_answers_nobody_reads_are_counted_and_their_connections_closed(
+    repository: Path,
+) -> None:
+    """Found by the red team: answers a client does not read sat in the server's buffers for as
+    long as the client stayed (60 of 1,024 images: +122 MiB)."""
+    body = json.dumps(
+        {"inputs": [{"name": "label", "shape": [1024], "datatype": "INT32", "data": [1] * 1024}]}
+    ).encode()
+    head = (
+        f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    args = ("--stream-write-timeout-s", "2")
+    with HttpServer(repository, *args) as server:
+        readers = []
+        for _ in range(10):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.http_port))
+            sock.sendall((head + body) * 4)  # pipelined, and never reads
+            readers.append(sock)
+        deadline = time.monotonic() + 60
+        while server.metric("cvae_refusals_total", 'reason="write_stalled"') < 1:
+            assert time.monotonic() < deadline, "no unread answer was given up"
+            time.sleep(0.5)
+        for sock in readers:
+            sock.close()
+        status, _ = server.request(
+            "POST", INFER, _infer_body(2), **{"Content-Type": "application/json"}
+        )
+        assert status == 200
