@@ -65,9 +65,12 @@ def test_a_flow_prior_model_is_bounded_against_its_own_prior(mnist: MnistSplits)
         for parameter in model.prior.parameters():  # type: ignore[union-attr]
             parameter.normal_(std=0.3)
     images, labels = mnist.test[0][:200], mnist.test[1][:200]
-    elbo = negative_elbo(model, images, labels, progress=False)
+    # One image per batch: the ELBO draws the same z per image as the one-sample bound does, so
+    # the two single-sample estimates (a flow prior's KL has no closed form) are the same number
+    # when, and only when, both score z against the model's own prior.
+    elbo = negative_elbo(model, images, labels, batch_size=1, progress=False)
     assert elbo["negative_elbo"] == pytest.approx(elbo["reconstruction"] + elbo["kl"])
     one_sample = importance_weighted_nll(model, images, labels, samples=1, progress=False)
-    assert one_sample == pytest.approx(elbo["negative_elbo"], rel=0.01)
+    assert one_sample == pytest.approx(elbo["negative_elbo"], rel=1e-5)
     many = importance_weighted_nll(model, images, labels, samples=64, progress=False)
     assert many < one_sample  # more samples: a tighter bound
