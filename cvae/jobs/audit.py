@@ -143,6 +143,7 @@ def _score_chunk(
     labels: np.ndarray,
     index: int,
     per_request: int,
+    num_classes: int,
 ) -> np.ndarray:
     start = index * plan.chunk_size
     stop = min(start + plan.chunk_size, plan.images)
@@ -154,6 +155,7 @@ def _score_chunk(
         seed=chunk_seed(plan.seed, index),
         per_request=per_request,
         model_version=plan.model_version,
+        num_classes=num_classes,
     )
     bounds = []
     for _, result in parts:
@@ -196,7 +198,8 @@ def run_audit(job: AuditJob) -> Path:
             job.chunk_size,
         )
         work.adopt(plan)
-        _fetch_missing(client, plan, work, images, labels, job, info.max_images_per_request)
+        per_request = (info.max_images_per_request, info.num_classes)
+        _fetch_missing(client, plan, work, images, labels, job, per_request)
     bounds = np.concatenate([work.load(index) for index in range(plan.num_chunks)])
     _publish(job, plan, images, labels, bounds)
     shutil.rmtree(work.path)
@@ -224,8 +227,9 @@ def _fetch_missing(
     images: np.ndarray,
     labels: np.ndarray,
     job: AuditJob,
-    per_request: int,
+    per_request: tuple[int, int],
 ) -> None:
+    """`per_request`: (the server's images per request, its number of labels)."""
     done = work.completed()
     todo = [index for index in range(plan.num_chunks) if index not in done]
     already = sum(min(plan.chunk_size, plan.images - k * plan.chunk_size) for k in done)
@@ -238,7 +242,8 @@ def _fetch_missing(
         try:
             while True:
                 while len(pending) < job.concurrency and (k := next(queue, None)) is not None:
-                    future = pool.submit(_score_chunk, client, plan, images, labels, k, per_request)
+                    arguments = (client, plan, images, labels, k, *per_request)
+                    future = pool.submit(_score_chunk, *arguments)
                     pending[future] = k
                 if not pending:
                     break

@@ -153,6 +153,7 @@ def _run_score(args: argparse.Namespace) -> int:
             parts = score_chunks(
                 client, images, labels, samples=args.samples, seed=args.seed,
                 per_request=info.max_images_per_request, model_version=info.version,
+                num_classes=info.num_classes,
                 progress=not args.no_progress and args.out is not None,
             )  # fmt: skip
             if args.out is None:

@@ -21,11 +21,14 @@ def score_chunks(
     seed: int,
     per_request: int,
     model_version: str,
+    num_classes: int = 1,
     progress: bool = False,
 ) -> Iterator[tuple[int, ScoreResult]]:
     """(offset, result) per request; request r is seeded with seed + r (same inputs, same
-    numbers)."""
-    step = max(1, per_request // max(samples, 1))
+    numbers). A request's images are sized so that its decoder rows (images x samples x
+    `num_classes`) are at most `per_request`: two such requests in flight fit the server's queue
+    beside each other, where two of `per_request` images each would find it full."""
+    step = max(1, per_request // (max(samples, 1) * max(num_classes, 1)))
     with tqdm(total=len(images), unit="img", disable=not progress) as bar:
         for number, start in enumerate(range(0, len(images), step)):
             stop = min(start + step, len(images))

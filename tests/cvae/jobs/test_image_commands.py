@@ -15,6 +15,7 @@ from cvae.client import Client
 from cvae.jobs.audit import AuditPlan, _Work, suspicion
 from cvae.jobs.plan import chunk_seed
 from cvae.jobs.readers import read_dataset
+from cvae.jobs.score import score_chunks
 from cvae.jobs.writers import write_npz
 from service.codec import to_png
 from tests.cvae.real_images import IMAGES, LABELS
@@ -117,3 +118,21 @@ def test_audit_ranks_by_the_documented_score_and_resumes(
 
     # Another audit in the same place is refused instead of mixed in.
     assert main([*audit[:-2], "--seed", "12", "--server", encoder_server, "--out", str(first)]) == 1
+
+
+def test_score_requests_are_sized_by_their_decoder_rows(encoder_server: str) -> None:
+    """Each request's rows (images x samples x labels) are at most the per-request limit, so two
+    in flight fit the queue: requests of that many *images* (x10 labels) found it full."""
+    with Client(encoder_server) as client:
+        info = client.model_info()
+        images = np.repeat(IMAGES, 8, axis=0)
+        parts = list(
+            score_chunks(
+                client, images, None, samples=2, seed=1, per_request=40,
+                model_version=info.version, num_classes=info.num_classes,
+            )
+        )  # fmt: skip
+    sizes = [len(result.predicted_labels) for _, result in parts]
+    assert max(sizes) * 2 * info.num_classes <= 40
+    assert sum(sizes) == len(images)
+    assert [offset for offset, _ in parts] == [sum(sizes[:i]) for i in range(len(sizes))]
