@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from cvae.v1 import generator_pb2 as pb
+from modelrepo import newest_spec
 from tests.deploy.manifests import ROOT
 from tests.deploy.test_monitoring import DASHBOARD, RULES, _panels
 from tests.service.serverproc import ServerProcess, free_port
@@ -198,9 +199,10 @@ def test_replicas_and_versions_are_the_served_ones(prometheus: Prometheus) -> No
         panels["Served model version per pod"]["targets"][0]["expr"], "cvae", "prod"
     )
     rows = prometheus.query(versions)
+    newest = newest_spec(ROOT / "models").version  # the shipped repository's newest
     assert sorted((r["metric"]["pod"], r["metric"]["version"]) for r in rows) == [
-        ("cvae-0", "2"),
-        ("cvae-1", "2"),
+        ("cvae-0", newest),
+        ("cvae-1", newest),
     ]
     assert len(prometheus.query('cvae_model_info{job="cvae"}')) == 4
     assert prometheus.query('ALERTS{alertname="CvaeModelVersionSkew"}') == []

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
+from modelrepo import newest_spec
 from service.codec import to_uint8
 from service.sampler import LatentSampler
 from tests.service.serverproc import free_port
@@ -108,7 +109,8 @@ def test_it_serves_metrics(container: Container) -> None:
     url = f"http://127.0.0.1:{container.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    assert 'cvae_served_model_info{name="cvae-mnist",version="2"} 1.0' in text
+    newest = newest_spec(ROOT / "models").version
+    assert f'cvae_served_model_info{{name="cvae-mnist",version="{newest}"}} 1.0' in text
     assert 'cvae_requests_total{code="OK",method="Generate",protocol="cvae.v1"}' in text
 
 
