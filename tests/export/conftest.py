@@ -18,6 +18,7 @@ SMALL_MODEL = ModelConfig(
     encoder_hidden=32,
     decoder_channels=(16, 8, 8),
     decoder_refine_convs=1,
+    prior="standard",  # the decoder alone is served; tests/export/test_onnx_encoder.py has a flow
 )
 
 
