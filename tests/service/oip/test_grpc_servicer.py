@@ -230,7 +230,9 @@ def test_oip_serves_the_shipped_model_with_cvae_v1s_bytes() -> None:
         triton.InferenceServerClient(shipped.address) as client,
     ):
         labels = list(range(10))
-        for version in ("1", "2"):
+        loaded = shipped.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).available_versions
+        assert len(loaded) == 2  # the newest two shipped versions (--keep-versions)
+        for version in loaded:
             images = client.infer(
                 _MODEL, [_labels(labels)], model_version=version,
                 parameters={"seed": 42, "temperature": 0.9},
