@@ -12,7 +12,7 @@ caller's deadline is Triton's request parameter `timeout` (microseconds). Errors
 `{"error": message}` with the HTTP status of the error's gRPC code (INVALID_ARGUMENT 400,
 NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, else 500).
 
-The gRPC port's limits hold here too (issue 14), with the same settings:
+The gRPC port's limits hold here too, with the same settings:
 - an infer call takes a slot of --max-concurrent-rpcs (the gRPC port's CallGuard: one count for
   both ports) and is refused with 429 beyond it; health and metadata take none;
 - a connection must send its next request's headers within --message-timeout-s of connecting
