@@ -76,6 +76,30 @@ class Slot:
 _SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("cvae_slot", default=None)
 
 
+class _StreamCap:
+    """Streams of one kind that never end by themselves (health Watch, reflection): how many are
+    open, and a refusal at the cap, counted under `reason`."""
+
+    def __init__(self, limit: int, reason: str, refusal: str) -> None:
+        self.limit = limit
+        self.open = 0
+        self._reason = reason
+        self._refusal = refusal
+
+    def enter(self, context: grpc.aio.ServicerContext, metrics: ServiceMetrics) -> bool:
+        """Count one more, or refuse it (its status set) at the cap."""
+        if self.open >= self.limit:
+            metrics.count_refusal(self._reason)
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(f"{self.limit} {self._refusal}")
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+
 class CallGuard(grpc.aio.ServerInterceptor):
     """Bounded request-message wait and a concurrency limit on the data plane (module doc)."""
 
@@ -88,15 +112,23 @@ class CallGuard(grpc.aio.ServerInterceptor):
         write_timeout_s: float,
         max_reflections: int,
     ) -> None:
-        self._max_reflections = max_reflections
-        self.reflections = 0  # reflection streams open
+        self._reflections = _StreamCap(
+            max_reflections,
+            REFLECTION_LIMIT,
+            "reflection streams are open, the server's limit (--max-reflection-streams); "
+            "retry with backoff",
+        )
         self._write_timeout_s = write_timeout_s
         # Counts an answer's bytes until its write is done (the servicer's StreamMemory): an
         # answer its client does not read stays in gRPC's buffers until the client reads or goes.
         self.hold_answer: Callable[[asyncio.Future[None], int], None] | None = None
         self._limit = limit
-        self._max_watches = max_watches
-        self.watches = 0  # health Watch streams open
+        self._watches = _StreamCap(
+            max_watches,
+            WATCH_LIMIT,
+            "health Watch streams are open, the server's limit (--max-health-watches); use "
+            "Check, or retry with backoff",
+        )
         self._message_timeout_s = message_timeout_s
         self._metrics = metrics
         self.active = 0  # data-plane calls between their message and their handler's end
@@ -129,15 +161,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         streaming: Any = handler.stream_stream
 
         async def reflect(requests: Any, context: grpc.aio.ServicerContext) -> None:
-            if self.reflections >= self._max_reflections:
-                self._metrics.count_refusal(REFLECTION_LIMIT)
-                context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-                context.set_details(
-                    f"{self._max_reflections} reflection streams are open, the server's limit "
-                    "(--max-reflection-streams); retry with backoff"
-                )
+            if not self._reflections.enter(context, self._metrics):
                 return
-            self.reflections += 1
             try:
                 result = streaming(requests, context)
                 if inspect.isasyncgen(result):
@@ -146,7 +171,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 else:
                     await result
             finally:
-                self.reflections -= 1
+                self._reflections.leave()
 
         return grpc.stream_stream_rpc_method_handler(
             reflect,
@@ -168,7 +193,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 slot = admit(context) if limited else None
                 if limited and slot is None:
                     return
-                if watch and not self._watch(context):
+                if watch and not self._watches.enter(context, self._metrics):
                     return
                 _SLOT.set(slot)
                 try:
@@ -183,7 +208,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                     if slot is not None:
                         self.leave(slot)
                     if watch:
-                        self.watches -= 1
+                        self._watches.leave()
 
             return grpc.stream_stream_rpc_method_handler(
                 unary_stream,
@@ -304,19 +329,6 @@ class CallGuard(grpc.aio.ServerInterceptor):
             return Slot()
         self._metrics.count_refusal(CONCURRENCY_LIMIT)
         return None
-
-    def _watch(self, context: grpc.aio.ServicerContext) -> bool:
-        """Count one more Watch stream, or refuse it (its status set) at the cap."""
-        if self.watches >= self._max_watches:
-            self._metrics.count_refusal(WATCH_LIMIT)
-            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            context.set_details(
-                f"{self._max_watches} health Watch streams are open, the server's limit "
-                "(--max-health-watches); use Check, or retry with backoff"
-            )
-            return False
-        self.watches += 1
-        return True
 
     def leave(self, slot: Slot) -> None:
         self._lent.pop(slot, None)
