@@ -23,16 +23,23 @@ from export.onnx_decoder import (
 from export.onnx_encoder import (
     ENCODER_FILE,
     INPUT_IMAGE,
+    INPUT_NOISE,
+    OUTPUT_LATENT,
+    OUTPUT_LOG_DENSITY,
     OUTPUT_LOG_VARIANCE,
     OUTPUT_MEAN,
+    POSTERIOR_FILE,
     check_encoder_parity,
+    check_posterior_parity,
     export_encoder,
+    export_posterior,
 )
 from export.onnx_encoder import INPUT_LABEL as ENCODER_INPUT_LABEL
 from modelrepo import (
     DECODER,
     DECODER_FILE,
     ENCODER,
+    POSTERIOR,
     GraphSpec,
     model_document,
     publish_version,
@@ -85,9 +92,10 @@ def describe(
     created_at: str,
     onnx_sha256: str = "",
     encoder_sha256: str | None = None,
+    posterior_sha256: str | None = None,
 ) -> dict[str, Any]:
     """model.json of the exported decoder (the hash is added once the ONNX file is final) and,
-    given its hash, of the encoder graph beside it."""
+    given their hashes, of the encoder and posterior graphs beside it."""
     config = model.config
     decoder = GraphSpec(
         role=DECODER,
@@ -105,6 +113,15 @@ def describe(
             inputs={"image": INPUT_IMAGE, "label": ENCODER_INPUT_LABEL},
             outputs={"mean": OUTPUT_MEAN, "log_variance": OUTPUT_LOG_VARIANCE},
         )
+    posterior = None
+    if posterior_sha256 is not None:
+        posterior = GraphSpec(
+            role=POSTERIOR,
+            file=POSTERIOR_FILE,
+            sha256=posterior_sha256,
+            inputs={"image": INPUT_IMAGE, "label": ENCODER_INPUT_LABEL, "noise": INPUT_NOISE},
+            outputs={"latent": OUTPUT_LATENT, "log_density": OUTPUT_LOG_DENSITY},
+        )
     return model_document(
         name=name,
         version=version,
@@ -118,6 +135,7 @@ def describe(
         metrics=metrics,
         created_at=created_at,
         encoder=encoder,
+        posterior=posterior,
     )
 
 
@@ -140,8 +158,8 @@ def export_checkpoint(
     opset: int = OPSET,
     with_encoder: bool = True,
 ) -> Path:
-    """Export the checkpoint's served decoder (and, `with_encoder`, its encoder) as
-    models/<name>/<version>/; returns that folder."""
+    """Export the checkpoint's served decoder (and, `with_encoder`, its encoder and, with a
+    flow prior, its posterior sampler) as models/<name>/<version>/; returns that folder."""
     model, train_config, _extra = load_checkpoint(checkpoint)
     metrics = read_metrics(metrics_path, checkpoint)
     config = model.config
@@ -149,15 +167,23 @@ def export_checkpoint(
     decoder = model.served_decoder()
 
     def write_files(folder: Path, chosen_version: int) -> dict[str, Any]:
-        encoder_sha256 = None
+        encoder_sha256 = posterior_sha256 = None
+        rng = np.random.default_rng(0)
+        images = rng.random((64, *config.image_shape), dtype=np.float32)
+        labels = (np.arange(64) % config.num_classes).astype(np.int64)
+        posterior = model.served_posterior() if with_encoder else None
+        if posterior is not None:
+            posterior_path = folder / POSTERIOR_FILE
+            _LOGGER.info("exporting the posterior sampler to ONNX (opset %d)", opset)
+            export_posterior(posterior, config.image_shape, latent_dim, posterior_path, opset=opset)
+            noise = rng.standard_normal((64, latent_dim), dtype=np.float32)
+            check_posterior_parity(posterior, posterior_path, images, labels, noise)
+            posterior_sha256 = file_sha256(posterior_path)
         if with_encoder:
             encoder_path = folder / ENCODER_FILE
             _LOGGER.info("exporting the encoder to ONNX (opset %d)", opset)
             encoder = model.served_encoder()
             export_encoder(encoder, config.image_shape, latent_dim, encoder_path, opset=opset)
-            rng = np.random.default_rng(0)
-            images = rng.random((64, *config.image_shape), dtype=np.float32)
-            labels = (np.arange(64) % config.num_classes).astype(np.int64)
             check_encoder_parity(encoder, encoder_path, images, labels)
             encoder_sha256 = file_sha256(encoder_path)
         onnx_path = folder / DECODER_FILE
@@ -173,6 +199,7 @@ def export_checkpoint(
             metrics=metrics,
             created_at=utc_timestamp(),
             encoder_sha256=encoder_sha256,
+            posterior_sha256=posterior_sha256,
         )
         del graph.metadata_props[:]
         for key, value in metadata_props(description).items():

@@ -1,11 +1,12 @@
 """What model.json says about one version: the model's sizes and one `GraphSpec` per ONNX file.
 
 Format `cvae-model/1` (docs/model-repository.md): the decoder is `model.onnx`, described by the
-top-level `inputs`, `outputs` and `onnx_sha256`. Further graphs (an encoder) are optional
-top-level objects named by their role, each `{"file", "onnx_sha256", "inputs", "outputs"}`;
-readers that know no such role ignore the key, so adding one needs no new format. Every other
-file of the version folder (an ONNX graph's external weights) is listed with its sha256 in the
-optional top-level `files` object, so that each byte a version serves is in its integrity record.
+top-level `inputs`, `outputs` and `onnx_sha256`. Further graphs (an encoder; a posterior
+sampler beside it) are optional top-level objects named by their role, each
+`{"file", "onnx_sha256", "inputs", "outputs"}`; readers that know no such role ignore the key,
+so adding one needs no new format. Every other file of the version folder (an ONNX graph's
+external weights) is listed with its sha256 in the optional top-level `files` object, so that
+each byte a version serves is in its integrity record.
 
 Sizes are bounded (MAX_LATENT_DIM, MAX_CLASSES, MAX_IMAGE_PIXELS, ...): a hostile model.json is
 refused before anything of its size is allocated.
@@ -27,6 +28,7 @@ DESCRIPTION_FILE = "model.json"
 DECODER_FILE = "model.onnx"
 DECODER = "decoder"
 ENCODER = "encoder"
+POSTERIOR = "posterior"  # a sample of Q(z|x,y) in the decoder's latent space, its log density
 FILES = "files"  # {"<file name>": "<sha256>"} for each file that is not model.json or a graph
 # The largest model a version may describe: far above any CVAE of MNIST-like images, far below
 # what would exhaust a server's memory at warm-up (which runs every label, --max-batch rows).
@@ -39,7 +41,9 @@ _SHA256_HEX = frozenset("0123456789abcdef")
 GRAPH_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DECODER: (("latent", "label"), ("image",)),
     ENCODER: (("image", "label"), ("mean", "log_variance")),
+    POSTERIOR: (("image", "label", "noise"), ("latent", "log_density")),
 }
+OPTIONAL_GRAPHS = (ENCODER, POSTERIOR)  # top-level keys, in the order they are written
 # model.json's top-level keys in the order they are written
 KEY_ORDER = (
     "format",
@@ -54,6 +58,7 @@ KEY_ORDER = (
     "opset",
     "onnx_sha256",
     ENCODER,
+    POSTERIOR,
     FILES,
     "training_config",
     "metrics",
@@ -85,6 +90,7 @@ class ModelSpec:
     decoder: GraphSpec
     folder: Path
     encoder: GraphSpec | None = None
+    posterior: GraphSpec | None = None  # only beside an encoder
     metrics: dict[str, float] = field(default_factory=dict)  # the numeric top-level metrics
     files: Mapping[str, str] = field(default_factory=dict)  # other files -> sha256 ("files")
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -92,7 +98,8 @@ class ModelSpec:
     @property
     def graphs(self) -> tuple[GraphSpec, ...]:
         """Every ONNX file of the version, decoder first."""
-        return (self.decoder,) if self.encoder is None else (self.decoder, self.encoder)
+        optional = (self.encoder, self.posterior)
+        return (self.decoder, *(graph for graph in optional if graph is not None))
 
     def path_of(self, graph: GraphSpec) -> Path:
         return self.folder / graph.file
@@ -164,14 +171,21 @@ def parse_document(document: dict[str, Any], folder: Path) -> ModelSpec:
             f"{json_path}: class_names must be strings of at most {MAX_CLASS_NAME_CHARS} characters"
         )
     decoder = _graph(DECODER, DECODER_FILE, document, need, json_path)
-    encoder = None
-    if ENCODER in document:
-        entry = need(ENCODER, dict)
-        encoder = _graph(ENCODER, need("file", str, entry), entry, need, json_path)
+    optional: dict[str, GraphSpec] = {}
+    for role in OPTIONAL_GRAPHS:
+        if role in document:
+            entry = need(role, dict)
+            optional[role] = _graph(role, need("file", str, entry), entry, need, json_path)
+    if POSTERIOR in optional and ENCODER not in optional:
+        raise ModelRepositoryError(f"{json_path}: a {POSTERIOR!r} graph needs an {ENCODER!r}")
     files = _files(document.get(FILES, {}), json_path)
-    graph_files = {decoder.file} | ({encoder.file} if encoder is not None else set())
-    if encoder is not None and encoder.file == decoder.file:
-        raise ModelRepositoryError(f"{json_path}: the encoder and decoder share {decoder.file!r}")
+    graph_files = {decoder.file}
+    for graph in optional.values():
+        if graph.file in graph_files:
+            raise ModelRepositoryError(
+                f"{json_path}: the {graph.role} shares {graph.file!r} with another graph"
+            )
+        graph_files.add(graph.file)
     if graph_files & set(files):
         raise ModelRepositoryError(
             f"{json_path}: {FILES!r} lists a graph file ({sorted(graph_files & set(files))}); "
@@ -192,7 +206,8 @@ def parse_document(document: dict[str, Any], folder: Path) -> ModelSpec:
         image_shape=(image_shape[0], image_shape[1]),
         decoder=decoder,
         folder=folder,
-        encoder=encoder,
+        encoder=optional.get(ENCODER),
+        posterior=optional.get(POSTERIOR),
         metrics=metrics,
         files=files,
         document=document,
@@ -286,6 +301,7 @@ def model_document(
     metrics: dict[str, Any],
     created_at: str,
     encoder: GraphSpec | None = None,
+    posterior: GraphSpec | None = None,
     files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The model.json document of a version, its keys in KEY_ORDER (parse_document reads it)."""
@@ -305,13 +321,14 @@ def model_document(
         "metrics": metrics,
         "created_at": created_at,
     }
-    if encoder is not None:
-        document[ENCODER] = {
-            "file": encoder.file,
-            "onnx_sha256": encoder.sha256,
-            "inputs": dict(encoder.inputs),
-            "outputs": dict(encoder.outputs),
-        }
+    for graph in (encoder, posterior):
+        if graph is not None:
+            document[graph.role] = {
+                "file": graph.file,
+                "onnx_sha256": graph.sha256,
+                "inputs": dict(graph.inputs),
+                "outputs": dict(graph.outputs),
+            }
     if files:
         document[FILES] = dict(files)
     return {key: document[key] for key in KEY_ORDER if key in document}

@@ -4,12 +4,18 @@ Knows no protocol. Encoder and decoder rows go through the same DynamicBatcher (
 deadlines and metrics as Generate); the encoder is its own graph object, so its rows never share
 an onnxruntime call with decoder rows.
 
-Score: for image x and label y, with (mu, log sigma^2) = Q(z|x,y) and p(x|z,y) Bernoulli with
-the decoder's image as mean, the bound on log p(x|y) in nats is
-- k = 1 (the ELBO): log p(x|z,y) - KL(Q(z|x,y) || N(0, I)), z = mu + sigma * eps, the KL in
-  closed form (as `cvae evaluate` computes the test ELBO);
-- k > 1 (Burda et al., 2016): log (1/k) sum_i p(x|z_i,y) N(z_i; 0, I) / Q(z_i|x,y).
-eps ~ N(0, I) from PCG64(seed), drawn as one (num_classes, N, k, latent_dim) array.
+Score: for image x and label y, with p(x|z,y) Bernoulli with the decoder's image as mean and
+q(z|x,y) a proposal in the decoder's latent space, the bound on log p(x|y) in nats is
+log (1/k) sum_i p(x|z_i,y) N(z_i; 0, I) / q(z_i|x,y) (Burda et al., 2016; k = 1: the ELBO).
+eps ~ N(0, I) from PCG64(seed), drawn as one (num_classes, N, k, latent_dim) array. The proposal:
+- a version with a posterior sampler (a flow prior's, model.json "posterior"): Q(u|x,y) itself,
+  sampled where the encoder was trained and carried exactly into the decoder's space by the
+  graph, which gives z_i and log q(z_i|x,y); so the bound is the training's and the evaluator's
+  (its log-weight is log p(x|u,y) + log p(u|y) - log Q(u|x,y));
+- otherwise the encoder's Gaussian (mu, log sigma^2), z_i = mu + sigma * eps_i; with N(0, I)
+  as prior that is Q itself, and at k = 1 the KL is taken in closed form (as `cvae evaluate`
+  computes the test ELBO). A flow-prior version without a posterior sampler (version 3) gets
+  the encoder's first-order Gaussian, a valid but looser proposal.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.batcher import DynamicBatcher
-from service.encoder import EncoderRuntime
+from service.encoder import EncoderRuntime, PosteriorRuntime
 from service.errors import ServiceError
 from service.generator import GeneratedImages
 from service.runtime import ModelRuntime
@@ -146,15 +152,47 @@ class ImageEncoder:
         wait_for_room: bool,
     ) -> np.ndarray:
         count, samples, latent_dim = noise.shape
+        loop = asyncio.get_running_loop()
+        if runtime.posterior is not None:
+            return await self._score_label_exactly(
+                runtime, runtime.posterior, images, label, noise, deadline, wait_for_room
+            )
         labels = np.full(count, label, dtype=np.int64)
         mean, log_variance = await self.encode(runtime, images, labels, deadline, wait_for_room)
         z = mean[:, None, :] + np.exp(0.5 * log_variance)[:, None, :] * noise
         z = z.reshape(count * samples, latent_dim).astype(np.float32, copy=False)
         rows = np.full(count * samples, label, dtype=np.int64)
         means = await self._batcher.run(runtime, z, rows, deadline, True)
-        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             None, log_likelihood_bound, images, means, z, mean, log_variance, samples
+        )
+
+    async def _score_label_exactly(
+        self,
+        runtime: ModelRuntime,
+        posterior: PosteriorRuntime,
+        images: np.ndarray,
+        label: int,
+        noise: np.ndarray,
+        deadline: float | None,
+        wait_for_room: bool,
+    ) -> np.ndarray:
+        """The bound with the version's posterior sampler as the proposal."""
+        count, samples, latent_dim = noise.shape
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(
+            None,
+            posterior.pack,
+            np.repeat(images, samples, axis=0),
+            noise.reshape(count * samples, latent_dim),
+        )
+        labels = np.full(count * samples, label, dtype=np.int64)
+        drawn = await self._batcher.run(posterior, rows, labels, deadline, wait_for_room)
+        z, log_density = posterior.split(drawn)
+        z = np.ascontiguousarray(z)
+        means = await self._batcher.run(runtime, z, labels, deadline, True)
+        return await loop.run_in_executor(
+            None, importance_weighted_bound, images, means, z, log_density, samples
         )
 
 
@@ -190,6 +228,21 @@ def log_likelihood_bound(
     log_q = -0.5 * (
         (zs - mu[:, None, :]) ** 2 * np.exp(-log_var)[:, None, :] + log_var[:, None, :] + _LOG_2PI
     ).sum(axis=2)
-    log_w = log_px + log_prior - log_q
+    return _log_mean_exp(log_px + log_prior - log_q)
+
+
+def importance_weighted_bound(
+    images: np.ndarray, means: np.ndarray, z: np.ndarray, log_q: np.ndarray, samples: int
+) -> np.ndarray:
+    """The bound per image, float64 (N,), given each sample's z (N * k, latent_dim) and its log
+    density under the proposal, log_q (N * k,)."""
+    count = len(images)
+    log_px = log_bernoulli(images, means).reshape(count, samples)
+    log_prior = -0.5 * (z.astype(np.float64) ** 2 + _LOG_2PI).sum(axis=1).reshape(count, samples)
+    return _log_mean_exp(log_px + log_prior - log_q.astype(np.float64).reshape(count, samples))
+
+
+def _log_mean_exp(log_w: np.ndarray) -> np.ndarray:
+    """log (1/k) sum_i exp(log_w[:, i]), stably, (N,)."""
     top = log_w.max(axis=1, keepdims=True)
     return np.asarray(top[:, 0] + np.log(np.exp(log_w - top).mean(axis=1)))

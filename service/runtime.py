@@ -17,7 +17,7 @@ from service.errors import ModelLoadError
 from service.priority import call_in_lowered_thread
 
 if TYPE_CHECKING:
-    from service.encoder import EncoderRuntime
+    from service.encoder import EncoderRuntime, PosteriorRuntime
 
 _LOGGER = logging.getLogger(__name__)
 _WARMUP_BATCHES = (1, 7)  # odd sizes: catch a graph that only works for one batch size
@@ -51,6 +51,8 @@ class ModelRuntime:
         self.batch_invariant = True
         # Q(z|x,y) when the version ships one (model.json "encoder"; service/encoder.py).
         self.encoder: EncoderRuntime | None = None
+        # Q's exact sampler in the decoder's space, beside a flow prior's encoder ("posterior").
+        self.posterior: PosteriorRuntime | None = None
 
     @property
     def version(self) -> str:
@@ -78,9 +80,10 @@ def load_runtime(folder: Path, options: RuntimeOptions) -> ModelRuntime:
     _check_signature(spec, session)
     runtime = ModelRuntime(spec, session)
     _warm_up(runtime, options.max_batch)
-    from service.encoder import load_encoder  # it builds on this module
+    from service.encoder import load_encoder, load_posterior  # they build on this module
 
     runtime.encoder = load_encoder(spec, options)
+    runtime.posterior = load_posterior(spec, options)
     runtime.load_seconds = time.perf_counter() - started
     _LOGGER.debug("loaded %s version %s in %.3f s", spec.name, spec.version, runtime.load_seconds)
     return runtime

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
-from training.prior import FlowPrior, flow_kl, log_standard_normal, standard_kl
+from training.prior import FlowPrior, flow_kl, log_diagonal_normal, log_standard_normal, standard_kl
 
 
 class LabelFiLM(nn.Module):
@@ -133,6 +133,30 @@ class ServedEncoder(nn.Module):
         return self.prior.to_noise_space(mu, logvar, label)
 
 
+class ServedPosterior(nn.Module):
+    """A sample of Q(z|x,y) in the served latent space and its log density there: image
+    (N, H, W), label (N,), noise (N, latent) ~ N(0, I) -> (latent, log_density), (N, latent)
+    and (N,). With a flow prior the sample u = mu + sigma * noise is drawn where the encoder
+    was trained and carried exactly to the noise space, latent = f^-1(u; y), with the change of
+    variables: log_density = log Q(u|x,y) - log |det d f^-1 / du|. So
+    log p(x|latent,y) + log N(latent; 0, I) - log_density is the training's log-weight
+    log p(x|u,y) + log p(u|y) - log Q(u|x,y), which importance-weighted bounds need; the
+    first-order Gaussian of ServedEncoder is only a looser proposal."""
+
+    def __init__(self, encoder: Encoder, prior: FlowPrior) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.prior = prior
+
+    def forward(
+        self, image: torch.Tensor, label: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(image.unsqueeze(1), label)
+        u = mu + torch.exp(0.5 * logvar) * noise
+        latent, log_det = self.prior.inverse(u, label)
+        return latent, log_diagonal_normal(u, mu, logvar) - log_det
+
+
 class CVAE(nn.Module):
     """Encoder, decoder and prior together; `forward` gives what the negative ELBO needs."""
 
@@ -155,6 +179,11 @@ class CVAE(nn.Module):
 
     def served_encoder(self) -> ServedEncoder:
         return ServedEncoder(self.encoder, self.prior)
+
+    def served_posterior(self) -> ServedPosterior | None:
+        """The exact posterior sampler of a flow prior; None with N(0, I), where the served
+        encoder's Gaussian already is Q."""
+        return None if self.prior is None else ServedPosterior(self.encoder, self.prior)
 
     def kl(
         self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor

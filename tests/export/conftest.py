@@ -1,7 +1,9 @@
-"""A small, untrained but non-trivial CVAE checkpoint to export (fast to build and to export)."""
+"""Small, untrained but non-trivial CVAE checkpoints to export (fast to build and to export):
+with the standard prior, and with a flow prior."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +35,29 @@ def small_model(seed: int = 0) -> CVAE:
     return model.eval()
 
 
+FLOW_MODEL = dataclasses.replace(SMALL_MODEL, prior="flow", prior_layers=2, prior_hidden=16)
+
+
 @pytest.fixture(scope="package")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("checkpoint") / "small.pt"
     save_checkpoint(path, small_model(), TrainConfig(model=SMALL_MODEL, epochs=1))
+    return path
+
+
+@pytest.fixture(scope="package")
+def flow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model's encoder and decoder under a flow prior of random, non-trivial weights."""
+    torch.manual_seed(5)
+    model = small_model()
+    flow = CVAE(FLOW_MODEL)
+    flow.encoder.load_state_dict(model.encoder.state_dict())
+    flow.decoder.load_state_dict(model.decoder.state_dict())
+    with torch.no_grad():
+        for parameter in flow.prior.parameters():  # type: ignore[union-attr]
+            parameter.normal_(std=0.2)
+    path = tmp_path_factory.mktemp("flow") / "flow.pt"
+    save_checkpoint(path, flow.eval(), TrainConfig(model=FLOW_MODEL, epochs=1))
     return path
 
 

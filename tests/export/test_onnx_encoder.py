@@ -1,9 +1,9 @@
-"""The exported encoder graph and the flow prior's decoder: contract, parity with torch on real
-digits, the encoder-decoder round trip through onnxruntime, and no machine paths in any graph."""
+"""The exported encoder graph, the flow prior's decoder and its posterior sampler: contract,
+parity with torch on real digits, the encoder-decoder round trip through onnxruntime, the
+sampler's log-weights equal to the training's, and no machine paths in any graph."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,30 +15,18 @@ import pytest
 import torch
 
 from export.exporter import export_checkpoint
-from export.onnx_encoder import check_encoder_graph, encoder_parity_error
+from export.onnx_encoder import (
+    check_encoder_graph,
+    check_posterior_graph,
+    encoder_parity_error,
+    posterior_parity_error,
+)
 from modelrepo import read_spec
-from tests.export.conftest import SMALL_MODEL, small_model
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import TrainConfig
+from tests.export.conftest import FLOW_MODEL, SMALL_MODEL
+from training.checkpoint import load_checkpoint
 from training.data import load_mnist
 
-FLOW_MODEL = dataclasses.replace(SMALL_MODEL, prior="flow", prior_layers=2, prior_hidden=16)
 _REPOSITORY_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-@pytest.fixture(scope="module")
-def flow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(5)
-    model = small_model()
-    flow = type(model)(FLOW_MODEL)
-    flow.encoder.load_state_dict(model.encoder.state_dict())
-    flow.decoder.load_state_dict(model.decoder.state_dict())
-    with torch.no_grad():
-        for parameter in flow.prior.parameters():  # type: ignore[union-attr]
-            parameter.normal_(std=0.2)
-    path = tmp_path_factory.mktemp("flow") / "flow.pt"
-    save_checkpoint(path, flow.eval(), TrainConfig(model=FLOW_MODEL, epochs=1))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +57,50 @@ def test_model_json_describes_the_encoder(versions: dict[str, Path]) -> None:
         graph = onnx.load(str(spec.path_of(spec.encoder)))
         check_encoder_graph(graph, (28, 28), SMALL_MODEL.latent_dim)
     bare = read_spec(versions["bare"])
-    assert bare.encoder is None
+    assert bare.encoder is None and bare.posterior is None
     assert sorted(path.name for path in versions["bare"].iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_only_a_flow_version_ships_the_posterior_sampler(versions: dict[str, Path]) -> None:
+    """With N(0, I) as prior the encoder's Gaussian is Q itself; with a flow it is not."""
+    assert read_spec(versions["standard"]).posterior is None
+    assert not (versions["standard"] / "posterior.onnx").exists()
+    spec = read_spec(versions["flow"])
+    assert spec.posterior is not None and spec.posterior.file == "posterior.onnx"
+    assert dict(spec.posterior.inputs) == {"image": "image", "label": "label", "noise": "noise"}
+    assert dict(spec.posterior.outputs) == {"latent": "latent", "log_density": "log_density"}
+    graph = onnx.load(str(spec.path_of(spec.posterior)))
+    check_posterior_graph(graph, (28, 28), FLOW_MODEL.latent_dim)
+
+
+def test_the_posterior_sampler_matches_torch_and_gives_the_trainings_log_weights(
+    versions: dict[str, Path], flow_checkpoint: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """log N(latent; 0, I) - log_density from the graph equals log p(u|y) - log Q(u|x,y) of the
+    training at u = mu + sigma * noise, and the latent decodes to the decoder's image of u: so a
+    bound built on it is the evaluator's."""
+    model, _, _ = load_checkpoint(flow_checkpoint)
+    images, labels = digits
+    noise = np.random.default_rng(3).standard_normal((len(labels), 8), dtype=np.float32)
+    path = versions["flow"] / "posterior.onnx"
+    latent_error, density_error = posterior_parity_error(
+        model.served_posterior(), path, images, labels, noise
+    )
+    assert latent_error <= 1e-4 and density_error <= 1e-4
+    session = ort.InferenceSession(str(path))
+    latent, log_density = session.run(None, {"image": images, "label": labels, "noise": noise})
+    x, y, eps = (torch.from_numpy(a) for a in (images, labels, noise))
+    with torch.no_grad():
+        mu, logvar = model.encoder(x.unsqueeze(1), y)
+        u = mu + torch.exp(0.5 * logvar) * eps
+        log_q = -0.5 * (eps.pow(2) + logvar + np.log(2 * np.pi)).sum(dim=1)
+        want = (model.prior_log_prob(u, y) - log_q).numpy()
+        decoded_u = model.decoder(u, y).numpy()
+    got = -0.5 * (latent.astype(np.float64) ** 2 + np.log(2 * np.pi)).sum(axis=1) - log_density
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    decoder = ort.InferenceSession(str(versions["flow"] / "model.onnx"))
+    (decoded,) = decoder.run(None, {"z": latent, "label": labels})
+    assert np.abs(decoded - decoded_u).max() <= 1e-4
 
 
 @pytest.mark.parametrize("kind", ["standard", "flow"])

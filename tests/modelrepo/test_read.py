@@ -12,6 +12,7 @@ import pytest
 
 from modelrepo import (
     ENCODER,
+    POSTERIOR,
     GraphSpec,
     ModelRepository,
     ModelRepositoryError,
@@ -145,13 +146,16 @@ def test_shipped_versions_read_back_into_their_own_bytes(version: str) -> None:
         metrics=spec.document["metrics"],
         created_at=spec.document["created_at"],
         encoder=spec.encoder,
+        posterior=spec.posterior,
     )
     text = json.dumps(rebuilt, indent=2) + "\n"
     assert text.encode() == (folder / "model.json").read_bytes()
-    if version in ("1", "2"):  # decoders alone; version 3 ships its encoder too
-        assert spec.encoder is None and spec.graphs == (spec.decoder,)
-    else:
-        assert spec.encoder is not None and spec.graphs == (spec.decoder, spec.encoder)
+    # decoders alone in versions 1 and 2; from version 3 an encoder too (and, beside a flow
+    # prior's encoder, a posterior sampler from version 4)
+    assert (spec.encoder is None) == (version in ("1", "2"))
+    assert (spec.posterior is None) == (version in ("1", "2", "3"))
+    optional = (spec.encoder, spec.posterior)
+    assert spec.graphs == (spec.decoder, *(graph for graph in optional if graph is not None))
 
 
 def _add_encoder(folder: Path, graph: bytes, sha256: str | None = None) -> None:
@@ -198,6 +202,49 @@ def test_a_bad_encoder_entry_is_refused(tmp_path: Path, change: dict, problem: s
     (folder / "model.json").write_text(json.dumps(document))
     with pytest.raises(ModelRepositoryError, match=problem):
         read_spec(folder)
+
+
+def _add_posterior(folder: Path, graph: bytes, file: str = "posterior.onnx") -> None:
+    (folder / file).write_bytes(graph)
+    document = json.loads((folder / "model.json").read_text())
+    document[POSTERIOR] = {
+        "file": file,
+        "onnx_sha256": hashlib.sha256(graph).hexdigest(),
+        "inputs": {"image": "x", "label": "label", "noise": "eps"},
+        "outputs": {"latent": "z", "log_density": "log_q"},
+    }
+    (folder / "model.json").write_text(json.dumps(document))
+
+
+def test_a_posterior_sampler_is_read_beside_its_encoder(tmp_path: Path) -> None:
+    folder = write_version(tmp_path, "1")
+    _add_encoder(folder, b"encoder graph bytes")
+    _add_posterior(folder, b"posterior graph bytes")
+    spec = read_spec(folder)
+    assert spec.posterior == GraphSpec(
+        role=POSTERIOR,
+        file="posterior.onnx",
+        sha256=hashlib.sha256(b"posterior graph bytes").hexdigest(),
+        inputs={"image": "x", "label": "label", "noise": "eps"},
+        outputs={"latent": "z", "log_density": "log_q"},
+    )
+    names = [spec.path_of(graph).name for graph in spec.graphs]
+    assert names == ["model.onnx", "encoder.onnx", "posterior.onnx"]
+    (folder / "posterior.onnx").write_bytes(b"changed")
+    with pytest.raises(ModelRepositoryError, match=r"posterior.onnx: sha256 .* does not match"):
+        read_spec(folder)
+
+
+def test_a_posterior_sampler_needs_an_encoder_and_a_file_of_its_own(tmp_path: Path) -> None:
+    alone = write_version(tmp_path / "alone", "1")
+    _add_posterior(alone, b"graph")
+    with pytest.raises(ModelRepositoryError, match="a 'posterior' graph needs an 'encoder'"):
+        read_spec(alone)
+    shared = write_version(tmp_path / "shared", "1")
+    _add_encoder(shared, b"graph")
+    _add_posterior(shared, b"graph", file="encoder.onnx")
+    with pytest.raises(ModelRepositoryError, match=r"the posterior shares 'encoder\.onnx'"):
+        read_spec(shared)
 
 
 def test_model_names_lists_every_model(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_a_good_encoder_loads_and_gives_mean_and_log_variance(tmp_path: Path) ->
         ("encoder_sha_mismatch", "encoder.onnx: sha256"),
         (
             "encoder_wrong_output_shape",
-            "encoder.onnx: warm-up outputs are float32[1, 17] each, model.json says float32[1, 16]",
+            "encoder.onnx: warm-up output 'mean' is float32[1, 17], model.json says float32[1, 16]",
         ),
         ("encoder_missing_file", "encoder.onnx: file is missing"),
     ],
