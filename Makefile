@@ -7,9 +7,11 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 PORT ?= 50051
 METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
+# The repository holds several models: calls that name none get this one (--model-name).
+MODEL_NAME ?= cvae-mnist
 MODEL_VERSION ?= 3
 
-.PHONY: help serve test test-tools image-test lint fmt proto model bench soak prometheus-rule prod-limits constraints clean
+.PHONY: help serve test test-tools image-test lint fmt proto model model-fast bench soak prometheus-rule prod-limits constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,8 +35,8 @@ $(VENV)/.dev: $(VENV)/.serve
 	$(PIP) --no-deps tritonclient==2.73.0
 	@touch $@
 
-serve: $(VENV)/.serve  ## start the generation service on the shipped model
-	$(BIN)/cvae serve --model-repository $(MODEL_REPOSITORY) --port $(PORT) --metrics-port $(METRICS_PORT)
+serve: $(VENV)/.serve  ## start the generation service on the shipped models (default: cvae-mnist)
+	$(BIN)/cvae serve --model-repository $(MODEL_REPOSITORY) --model-name $(MODEL_NAME) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # The foreign-client test's Node.js packages, exactly as package-lock.json pins them.
 NODE_CLIENT := tests/clients/node
@@ -93,6 +95,17 @@ model: $(VENV)/.dev  ## train, evaluate and export the default model end to end
 	cp -r runs/default/repository/cvae-mnist/$(MODEL_VERSION) $(MODEL_REPOSITORY)/cvae-mnist/$(MODEL_VERSION)
 	cp runs/default/eval/samples.png docs/images/samples.png
 	sed 's|(samples.png)|(images/samples.png)|' runs/default/eval/model_card.md > docs/model-card.md
+
+# Reproduces the shipped models/cvae-mnist-fast/1, the repository's second model: a decoder of ~1/8
+# the FLOPs for latency-critical callers (training/configs/fast.toml), scored by the same evaluator.
+model-fast: $(VENV)/.dev  ## train, evaluate and export the fast model (cvae-mnist-fast) end to end
+	$(BIN)/cvae train --config training/configs/fast.toml --out runs/fast
+	$(BIN)/cvae evaluate runs/fast/best.pt --out runs/fast/eval --iw-images 1000
+	rm -rf runs/fast/repository
+	$(BIN)/cvae export runs/fast/best.pt --metrics runs/fast/eval/metrics.json --repository runs/fast/repository --name cvae-mnist-fast --version 1
+	rm -rf $(MODEL_REPOSITORY)/cvae-mnist-fast/1
+	mkdir -p $(MODEL_REPOSITORY)/cvae-mnist-fast
+	cp -r runs/fast/repository/cvae-mnist-fast/1 $(MODEL_REPOSITORY)/cvae-mnist-fast/1
 
 # The bench adds py-spy; h2load comes from Debian (nghttp2-client), Triton's venv from the bench.
 $(VENV)/.bench: $(VENV)/.dev

@@ -177,7 +177,7 @@ def _calls_served(metrics_url: str) -> float:
 def _replica(host: str, port: int, metrics_port: int, age_s: float, log: Path) -> ServerProcess:
     args = [
         sys.executable, "-m", "cvae", "serve",
-        "--model-repository", str(_ROOT / "models"),
+        "--model-repository", str(_ROOT / "models"), "--model-name", "cvae-mnist",
         "--host", host, "--port", str(port), "--metrics-port", str(metrics_port),
         "--max-connection-age-s", str(age_s), "--reload-interval-s", "0",
     ]  # fmt: skip

@@ -138,7 +138,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     server = ServerProcess(
         "cvae serve",
         [sys.executable, "-m", "cvae", "serve", "--model-repository", str(args.repository),
-         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0"],
+         "--model-name", args.model_name, "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-port", "0"],
         work / "server.log",
     )  # fmt: skip
     target = f"127.0.0.1:{port}"
@@ -340,6 +341,7 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repository", type=Path, default=_ROOT / "models")
+    parser.add_argument("--model-name", default="cvae-mnist", help="model (default: cvae-mnist)")
     parser.add_argument("--version", help="model version (default: the newest)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, nargs="*", default=[1, 16])

@@ -6,7 +6,7 @@ set -u
 repository=$(pwd)/models
 work=$(mktemp -d)
 port=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-cvae serve --model-repository "$repository" --host 127.0.0.1 --port "$port" --metrics-port 0 \
+cvae serve --model-repository "$repository" --model-name cvae-mnist --host 127.0.0.1 --port "$port" --metrics-port 0 \
     --log-level WARNING &
 server=$!
 trap 'kill $server; wait $server 2>/dev/null; rm -rf "$work"' EXIT
@@ -33,7 +33,7 @@ show() {  # print the command as typed (the server as localhost:50051), then run
 }
 server_at=127.0.0.1:$port
 
-echo "\$ cvae serve --model-repository models &"
+echo "\$ cvae serve --model-repository models --model-name cvae-mnist &"
 show cvae generate --server $server_at --per-label 1000 --seed 42 --format npz --out synth.npz --no-progress
 show cvae generate --server $server_at --per-label 1000 --seed 42 --format npz --out again/synth.npz --no-progress
 show "sha256sum synth.npz again/synth.npz; cmp synth.npz.manifest.json again/synth.npz.manifest.json && echo manifests identical"

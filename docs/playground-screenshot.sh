@@ -8,7 +8,7 @@ set -eu
 free_port() { python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 port=$(free_port)
 page=$(free_port)
-cvae serve --model-repository "$(pwd)/models" --host 127.0.0.1 --port "$port" --metrics-port 0 \
+cvae serve --model-repository "$(pwd)/models" --model-name cvae-mnist --host 127.0.0.1 --port "$port" --metrics-port 0 \
     --log-level WARNING &
 server=$!
 trap 'kill $server; wait $server 2>/dev/null' EXIT

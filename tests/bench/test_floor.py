@@ -14,12 +14,15 @@ from tests.service.modelrepo import write_version
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_shipped_model_is_described_with_the_flops_of_its_training_configuration() -> None:
+@pytest.mark.parametrize("name", ["cvae-mnist", "cvae-mnist-fast"])
+def test_each_shipped_model_is_described_with_the_flops_of_its_training_configuration(
+    name: str,
+) -> None:
     pytest.importorskip("torch")
     from training.config import ModelConfig
     from training.describe import model_costs
 
-    model = newest_spec(_ROOT / "models")
+    model = newest_spec(_ROOT / "models", name)
     cost = describe_model(model)
     config = ModelConfig(**model.document["training_config"]["model"])
     assert cost.flops_per_image == round(model_costs(config)["decoder_mflops_per_image"] * 1e6)

@@ -68,7 +68,7 @@ def test_generate_frame_refuses_what_the_bench_never_means_to_send() -> None:
 def test_the_oip_frame_and_json_ask_the_service_for_the_same_work_as_the_generate_frame() -> None:
     """The service's own OIP codecs read both bodies as the cvae.v1 request's job: same labels,
     seed and UINT8 images, so the protocols are compared on the same work."""
-    spec = newest_spec(Path(__file__).resolve().parents[2] / "models", "")
+    spec = newest_spec(Path(__file__).resolve().parents[2] / "models", "cvae-mnist")
     (message,) = decode_frames(infer_frame(spec.name, 12, seed=99))
     over_grpc = grpc_codec.decode_call(ModelInferRequest.FromString(message), spec, 256)
     over_http = http_codec.decode_infer(infer_json(spec.name, 12, seed=99), None, spec, 256).call

@@ -14,7 +14,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_missing_checkpoint_is_named_relative_to_the_repository() -> None:
-    model = newest_spec(_ROOT / "models")
+    model = newest_spec(_ROOT / "models", "cvae-mnist")
     result = measure(
         model,
         _ROOT / "runs" / "no-such-run" / "best.pt",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from tests.deploy.dockerfile import last_stage, stages
-from tests.deploy.manifests import container, container_port, one, pod_spec, render
+from tests.deploy.manifests import ROOT, container, container_port, one, pod_spec, render
+from tests.deploy.models import DEFAULT_MODEL
 
 _SERVE = "serve"
 _INSTALL = re.compile(r"^sh deploy/image\.sh install (?P<kind>serve|train) (?P<venv>\S+)")
@@ -73,6 +74,10 @@ def test_the_default_model_repository_is_baked_in_where_the_server_looks() -> No
     assert (None, ["models/"], repository + "/") in serve.copies()
     config = one(render("base"), "ConfigMap")
     assert config["data"]["CVAE_MODEL_REPOSITORY"] == repository
+    # It holds several models: the image and the pods name the default one, which ships.
+    default = serve.env()["CVAE_MODEL_NAME"]
+    assert config["data"]["CVAE_MODEL_NAME"] == default == DEFAULT_MODEL
+    assert (ROOT / "models" / default).is_dir()
 
 
 def test_entrypoint_starts_the_server_through_the_image_script() -> None:

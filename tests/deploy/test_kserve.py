@@ -98,5 +98,8 @@ def test_the_inference_service_is_named_as_the_shipped_model_and_uses_the_runtim
     formats = {entry["name"] for entry in _runtime()["spec"]["supportedModelFormats"]}
     assert model["modelFormat"]["name"] in formats
     assert model["protocolVersion"] in _runtime()["spec"]["protocolVersions"]
-    # The OIP model name is the repository folder's; KServe routes by the service's name.
+    # The OIP model name is the repository folder's; KServe routes by the service's name, and
+    # it is the default model of the repository's several (calls that name none get it).
     assert (ROOT / "models" / service["metadata"]["name"]).is_dir()
+    env = {entry["name"]: entry["value"] for entry in model["env"]}
+    assert env["CVAE_MODEL_NAME"] == service["metadata"]["name"]

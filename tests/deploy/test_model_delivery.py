@@ -23,7 +23,7 @@ from tests.deploy.manifests import (
     render,
     render_with_components,
 )
-from tests.deploy.models import model_repository
+from tests.deploy.models import DEFAULT_MODEL, model_repository
 from tests.deploy.server import running_server
 from tests.service.modelrepo import write_version
 
@@ -119,7 +119,7 @@ def test_a_running_server_serves_a_newly_published_version(tmp_path: Path) -> No
     shutil.copytree(model_repository(tmp_path / "scratch"), image_one)
     volume = tmp_path / "volume"
     assert _publish(image_one, volume).returncode == 0
-    (name,) = [p.name for p in volume.iterdir()]
+    name = DEFAULT_MODEL  # the default of the repository's models
     newest = max(int(p.name) for p in (volume / name).iterdir())
     # The next image carries one more version.
     image_two = tmp_path / "image-two"
@@ -130,6 +130,7 @@ def test_a_running_server_serves_a_newly_published_version(tmp_path: Path) -> No
         "HOME": str(tmp_path),
         "CVAE_HOST": "127.0.0.1",
         "CVAE_MODEL_REPOSITORY": str(volume),
+        "CVAE_MODEL_NAME": DEFAULT_MODEL,
         "CVAE_CPUS": "1",
         "CVAE_RELOAD_INTERVAL_S": "0.5",
     }
@@ -147,8 +148,13 @@ def test_a_running_server_serves_a_newly_published_version(tmp_path: Path) -> No
 
 
 def _loaded(server: object) -> set[str]:
+    """The default model's loaded versions (the repository may hold other models)."""
     samples = server.scrape_values()  # type: ignore[attr-defined]
-    return {labels["version"] for labels, value in samples.get("cvae_model_info", []) if value}
+    return {
+        labels["version"]
+        for labels, value in samples.get("cvae_model_info", [])
+        if value and labels["name"] == DEFAULT_MODEL
+    }
 
 
 @pytest.mark.parametrize("name", ["0", "01", "v2", ".incoming-3"])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import ROOT, one, render, serving_kustomizations
-from tests.deploy.models import model_repository
+from tests.deploy.models import DEFAULT_MODEL, model_repository
 from tests.deploy.promql import Matcher, Selector, grafana_selectors, selectors
 from tests.deploy.server import running_server
 from tests.service.modelrepo import write_version
@@ -47,6 +47,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         "HOME": str(scratch),
         "CVAE_HOST": "127.0.0.1",
         "CVAE_MODEL_REPOSITORY": str(repository),
+        "CVAE_MODEL_NAME": DEFAULT_MODEL,
         "CVAE_CPUS": "1",
         "CVAE_RELOAD_INTERVAL_S": "0.5",
     }
@@ -57,7 +58,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
             server.generate([10_000])
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # A newer version that does not check out: the reloader refuses it, and counts it.
-        (name,) = [folder.name for folder in repository.iterdir() if folder.is_dir()]
+        name = DEFAULT_MODEL
         newest = max(int(v.name) for v in (repository / name).iterdir() if v.name.isdigit())
         write_version(repository, str(newest + 1), name=name, breakage="sha_mismatch")
         deadline = time.monotonic() + 30

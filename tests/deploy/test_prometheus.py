@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from cvae.v1 import generator_pb2 as pb
-from modelrepo import newest_spec
+from modelrepo import ModelRepository, newest_spec
 from tests.deploy.manifests import ROOT
+from tests.deploy.models import DEFAULT_MODEL
 from tests.deploy.test_monitoring import DASHBOARD, RULES, _panels
 from tests.service.serverproc import ServerProcess, free_port
 from tests.tools import require
@@ -102,9 +103,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     binary = require("prometheus")
     folder = tmp_path_factory.mktemp("prometheus")
     repository = ROOT / "models"
+    default = ("--model-name", DEFAULT_MODEL)
     with (
-        ServerProcess(repository, "--cpus", "1") as single,
-        ServerProcess(repository, "--cpus", "1", "--workers", "2") as workers,
+        ServerProcess(repository, *default, "--cpus", "1") as single,
+        ServerProcess(repository, *default, "--cpus", "1", "--workers", "2") as workers,
     ):
         stop = threading.Event()
         drivers = [threading.Thread(target=_traffic, args=(s, stop)) for s in (single, workers)]
@@ -191,7 +193,8 @@ def test_the_dashboard_variables_list_both_kinds_of_target(prometheus: Prometheu
 
 
 def test_replicas_and_versions_are_the_served_ones(prometheus: Prometheus) -> None:
-    """Two pods, each with two versions loaded: two replicas, one served version each."""
+    """Two pods, each with every shipped model and two versions of cvae-mnist loaded: two
+    replicas, one served version of each model each."""
     panels = {panel["title"]: panel for panel in _panels(_dashboard())}
     replicas = _substitute(panels["Replicas reporting"]["targets"][0]["expr"], "cvae", "prod")
     assert _values(prometheus.query(replicas)) == [2]
@@ -199,12 +202,14 @@ def test_replicas_and_versions_are_the_served_ones(prometheus: Prometheus) -> No
         panels["Served model version per pod"]["targets"][0]["expr"], "cvae", "prod"
     )
     rows = prometheus.query(versions)
-    newest = newest_spec(ROOT / "models").version  # the shipped repository's newest
-    assert sorted((r["metric"]["pod"], r["metric"]["version"]) for r in rows) == [
-        ("cvae-0", newest),
-        ("cvae-1", newest),
-    ]
-    assert len(prometheus.query('cvae_model_info{job="cvae"}')) == 4
+    repository = ModelRepository(ROOT / "models")
+    names = repository.model_names()
+    assert len(names) > 1 and DEFAULT_MODEL in names  # several models, one of them the default
+    newest = {name: newest_spec(ROOT / "models", name).version for name in names}
+    served = sorted((r["metric"]["pod"], r["metric"]["name"], r["metric"]["version"]) for r in rows)
+    assert served == [(pod, name, newest[name]) for pod in ("cvae-0", "cvae-1") for name in names]
+    loaded = sum(min(2, len(ModelRepository(ROOT / "models", n).versions())) for n in names)
+    assert len(prometheus.query('cvae_model_info{job="cvae"}')) == 2 * loaded  # --keep-versions 2
     assert prometheus.query('ALERTS{alertname="CvaeModelVersionSkew"}') == []
 
 

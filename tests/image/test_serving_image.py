@@ -109,7 +109,7 @@ def test_it_serves_metrics(container: Container) -> None:
     url = f"http://127.0.0.1:{container.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    newest = newest_spec(ROOT / "models").version
+    newest = newest_spec(ROOT / "models", "cvae-mnist").version  # the default of its models
     assert f'cvae_served_model_info{{name="cvae-mnist",version="{newest}"}} 1.0' in text
     assert 'cvae_requests_total{code="OK",method="Generate",protocol="cvae.v1"}' in text
 

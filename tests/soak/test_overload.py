@@ -42,6 +42,7 @@ from tests.soak.conftest import record_checks
 pytestmark = pytest.mark.timeout(1800)
 _ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODELS = _ROOT / "models"
+DEFAULT_MODEL = "cvae-mnist"  # the default of the repository's models (make serve)
 OVERLOAD_FACTOR = 4.0
 OVERLOAD_S = 30.0
 CAPACITY_S = 15.0
@@ -122,7 +123,7 @@ CONFIGURATIONS = [
 def test_four_times_capacity_for_thirty_seconds(
     key: str, configuration: str, server_args: tuple[str, ...], soak_results: dict[str, Any]
 ) -> None:
-    newest = ModelRepository(SHIPPED_MODELS).newest()
+    newest = ModelRepository(SHIPPED_MODELS, DEFAULT_MODEL).newest()
     section: dict[str, Any] = soak_results.setdefault(key, {})
     section["setup"] = {
         "configuration": configuration,
@@ -134,7 +135,7 @@ def test_four_times_capacity_for_thirty_seconds(
         "factor": OVERLOAD_FACTOR,
         "overload_s": OVERLOAD_S,
     }  # fmt: skip
-    args = ("--queue-size", str(QUEUE_IMAGES), *server_args)
+    args = ("--model-name", DEFAULT_MODEL, "--queue-size", str(QUEUE_IMAGES), *server_args)
     with ServerProcess(SHIPPED_MODELS, *args) as server:
         assert server.process is not None
         address = server.address
