@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address the page listens on")
     parser.add_argument("--port", type=int, default=8080, help="port of the page")
+    parser.add_argument(
+        "--model", default="", help="model name, on a server with several (default: its default)"
+    )
     parser.add_argument("--model-version", help="pin a model version (default: the newest)")
     parser.set_defaults(func=_run)
 
@@ -34,10 +37,11 @@ def _run(args: argparse.Namespace) -> int:
     from cvae.client import Client
     from cvae.playground.app import create_app
 
-    with Client(args.server, timeout_s=30) as client:
+    with Client(args.server, timeout_s=30, model=args.model) as client:
         server = make_server(args.host, args.port, create_app(client, args.model_version),
                              threaded=True)  # fmt: skip
-        print(f"playground on http://{args.host}:{server.port}/ (service {args.server})")
+        model = f", model {args.model}" if args.model else ""
+        print(f"playground on http://{args.host}:{server.port}/ (service {args.server}{model})")
         try:
             server.serve_forever()
         except KeyboardInterrupt:

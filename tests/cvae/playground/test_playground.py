@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 from cvae.client import Client
 from cvae.playground.app import create_app
 from cvae.playground.digits import mnist_like, to_data_url
+from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(300)
 _ROOT = Path(__file__).resolve().parents[3]
@@ -92,6 +93,24 @@ def test_the_api_restyles_a_digit_and_samples(encoder_server: str) -> None:
         )
         refused = web.post("/api/samples", json={"seed": -1})
         assert refused.status_code == 400 and "seed" in refused.get_json()["error"]
+
+
+def test_the_playground_tries_the_shipped_fast_model_by_name() -> None:
+    """`cvae playground --model cvae-mnist-fast` on `make serve`'s repository: its Client names
+    the model on every call."""
+    shipped = Path(__file__).resolve().parents[3] / "models"
+    with (
+        ServerProcess(shipped, "--model-name", "cvae-mnist", metrics=False) as server,
+        Client(server.address, model="cvae-mnist-fast") as client,
+    ):
+        web = create_app(client).test_client()
+        info = web.get("/api/info").get_json()
+        assert (info["name"], info["has_encoder"]) == ("cvae-mnist-fast", True)
+        answer = web.post("/api/digit", json={"image": to_data_url(mnist_like(_drawing()))})
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["model_version"] == info["version"]
+        rows = web.post("/api/samples", json={"seed": 3, "per_label": 2}).get_json()["rows"]
+        assert [len(row) for row in rows] == [2] * 10
 
 
 def test_the_page_works_in_headless_chromium(playground: str, tmp_path: Path) -> None:
