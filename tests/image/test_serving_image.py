@@ -103,6 +103,16 @@ def test_it_generates_the_shipped_models_bytes(container: Container) -> None:
     latents = LatentSampler(16, 11, 1.0).take(len(labels))
     (images,) = session.run(None, {"z": latents, "label": np.array(labels, np.int64)})
     assert answer.images.data == to_uint8(images).tobytes()
+    # The image bakes in both shipped models; CVAE_MODEL_NAME makes cvae-mnist the default.
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    assert (info.default_model, list(info.available_models)) == (
+        "cvae-mnist",
+        ["cvae-mnist", "cvae-mnist-fast"],
+    )
+    fast = stub.Generate(
+        pb.GenerateRequest(labels=labels, model_name="cvae-mnist-fast"), timeout=60
+    )
+    assert (fast.model_name, len(fast.images.data)) == ("cvae-mnist-fast", len(labels) * 28 * 28)
 
 
 def test_it_serves_metrics(container: Container) -> None:
