@@ -196,6 +196,7 @@ def evaluate_checkpoint(
         "test_negative_elbo": elbo["negative_elbo"],
         "test_reconstruction": elbo["reconstruction"],
         "test_kl": elbo["kl"],
+        "test_reconstruction_at_mean": elbo["reconstruction_at_mean"],
         "test_images": len(test_images),
         "iw_negative_log_likelihood": iw_nll,
         "iw_samples": settings.iw_samples,

@@ -252,6 +252,10 @@ def _score_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
             ("test −ELBO: reconstruction part (BCE)", _nats(metrics, "test_reconstruction")),
             ("test −ELBO: KL part", _nats(metrics, "test_kl")),
             (
+                "reconstruction from the posterior mean (BCE; what Reconstruct serves)",
+                _nats(metrics, "test_reconstruction_at_mean"),
+            ),
+            (
                 f"importance-weighted −log p(x|y) bound, k={metrics['iw_samples']} "
                 f"(first {metrics['iw_images']} test images)",
                 _nats(metrics, "iw_negative_log_likelihood"),

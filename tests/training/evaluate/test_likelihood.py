@@ -26,6 +26,23 @@ def test_negative_elbo_is_reconstruction_plus_kl(small_cvae: CVAE, mnist: MnistS
     assert 400 < scores["reconstruction"] < 700
 
 
+def test_the_reconstruction_from_the_posterior_mean_is_the_decoded_mean(
+    small_cvae: CVAE, mnist: MnistSplits
+) -> None:
+    """What the service's Reconstruct returns, scored: the BCE of decoder(mu) against x."""
+    images, labels = mnist.test[0][:200], mnist.test[1][:200]
+    scores = negative_elbo(small_cvae, images, labels, batch_size=64, progress=False)
+    x = torch.from_numpy(images).reshape(-1, 1, 28, 28)
+    with torch.no_grad():
+        mu, _ = small_cvae.encoder(x, torch.from_numpy(labels))
+        means = small_cvae.decoder(mu, torch.from_numpy(labels)).double().clamp(1e-12, 1 - 1e-12)
+    target = x.reshape(len(x), -1).double()
+    p = means.reshape(len(x), -1)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).sum(dim=1).mean()
+    assert scores["reconstruction_at_mean"] == pytest.approx(float(bce), rel=1e-4)
+    assert scores["reconstruction_at_mean"] != scores["reconstruction"]
+
+
 def test_negative_elbo_is_seeded(small_cvae: CVAE, mnist: MnistSplits) -> None:
     images, labels = mnist.test[0][:100], mnist.test[1][:100]
     first = negative_elbo(small_cvae, images, labels, seed=3, progress=False)
