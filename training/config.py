@@ -94,8 +94,9 @@ class TrainConfig:
     # nats per latent dimension below which KL is not penalised (0: plain ELBO)
     grad_clip: float = 0.0
     # max gradient norm (0: no clipping)
-    label_guidance: float = 0.0
-    # weight of the auxiliary-classifier loss on decoded prior samples (0: off)
+    label_guidance: float = 3.0
+    # weight of the auxiliary-classifier loss on decoded prior samples (0: off; version 3
+    # trained without it, version 4 with 3 beside the flow prior)
     label_guidance_warmup_epochs: float = 1.0
     # that weight rises linearly from 0 over this many epochs
     label_guidance_samples: int = 32
