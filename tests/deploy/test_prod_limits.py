@@ -80,7 +80,7 @@ def test_a_limit_too_small_for_the_fixed_terms_is_refused_with_what_to_change() 
     with pytest.raises(limits_tool.LimitsError, match="raise the memory limit or lower"):
         limits_tool.derive(512)
     assert limits_tool.main(["--memory-mib", "512"]) == 2
-    assert limits_tool.derive(512, queue_size=2048, max_connections=256).stream_memory_mib > 0
+    assert limits_tool.derive(640, queue_size=2048, max_connections=256).stream_memory_mib > 0
 
 
 def test_the_derived_settings_are_valid_and_their_largest_answer_fits_one_message() -> None:
