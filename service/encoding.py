@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.batcher import DynamicBatcher
-from service.encoder import EncoderRuntime, PosteriorRuntime
+from service.encoder import EncoderRuntime
 from service.errors import ServiceError
 from service.generator import GeneratedImages
 from service.runtime import ModelRuntime
@@ -151,48 +151,33 @@ class ImageEncoder:
         deadline: float | None,
         wait_for_room: bool,
     ) -> np.ndarray:
+        """The bound under one label: the version's posterior sampler as the proposal when it
+        ships one, else the encoder's Gaussian."""
         count, samples, latent_dim = noise.shape
         loop = asyncio.get_running_loop()
-        if runtime.posterior is not None:
-            return await self._score_label_exactly(
-                runtime, runtime.posterior, images, label, noise, deadline, wait_for_room
+        rows = np.full(count * samples, label, dtype=np.int64)
+        posterior = runtime.posterior
+        if posterior is not None:
+            packed = await loop.run_in_executor(
+                None,
+                posterior.pack,
+                np.repeat(images, samples, axis=0),
+                noise.reshape(count * samples, latent_dim),
+            )
+            drawn = await self._batcher.run(posterior, packed, rows, deadline, wait_for_room)
+            z, log_density = posterior.split(drawn)
+            z = np.ascontiguousarray(z)
+            means = await self._batcher.run(runtime, z, rows, deadline, True)
+            return await loop.run_in_executor(
+                None, importance_weighted_bound, images, means, z, log_density, samples
             )
         labels = np.full(count, label, dtype=np.int64)
         mean, log_variance = await self.encode(runtime, images, labels, deadline, wait_for_room)
         z = mean[:, None, :] + np.exp(0.5 * log_variance)[:, None, :] * noise
         z = z.reshape(count * samples, latent_dim).astype(np.float32, copy=False)
-        rows = np.full(count * samples, label, dtype=np.int64)
         means = await self._batcher.run(runtime, z, rows, deadline, True)
         return await loop.run_in_executor(
             None, log_likelihood_bound, images, means, z, mean, log_variance, samples
-        )
-
-    async def _score_label_exactly(
-        self,
-        runtime: ModelRuntime,
-        posterior: PosteriorRuntime,
-        images: np.ndarray,
-        label: int,
-        noise: np.ndarray,
-        deadline: float | None,
-        wait_for_room: bool,
-    ) -> np.ndarray:
-        """The bound with the version's posterior sampler as the proposal."""
-        count, samples, latent_dim = noise.shape
-        loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(
-            None,
-            posterior.pack,
-            np.repeat(images, samples, axis=0),
-            noise.reshape(count * samples, latent_dim),
-        )
-        labels = np.full(count * samples, label, dtype=np.int64)
-        drawn = await self._batcher.run(posterior, rows, labels, deadline, wait_for_room)
-        z, log_density = posterior.split(drawn)
-        z = np.ascontiguousarray(z)
-        means = await self._batcher.run(runtime, z, labels, deadline, True)
-        return await loop.run_in_executor(
-            None, importance_weighted_bound, images, means, z, log_density, samples
         )
 
 
@@ -217,18 +202,16 @@ def log_likelihood_bound(
 ) -> np.ndarray:
     """The bound on log p(x|y) per image, float64 (N,) (see the module docstring)."""
     count, latent_dim = mean.shape
-    log_px = log_bernoulli(images, means).reshape(count, samples)
     mu = mean.astype(np.float64)
     log_var = log_variance.astype(np.float64)
     if samples == 1:
         kl = 0.5 * (mu**2 + np.expm1(log_var) - log_var).sum(axis=1)
-        return np.asarray(log_px[:, 0] - kl)
+        return np.asarray(log_bernoulli(images, means) - kl)
     zs = z.astype(np.float64).reshape(count, samples, latent_dim)
-    log_prior = -0.5 * (zs**2 + _LOG_2PI).sum(axis=2)
     log_q = -0.5 * (
         (zs - mu[:, None, :]) ** 2 * np.exp(-log_var)[:, None, :] + log_var[:, None, :] + _LOG_2PI
     ).sum(axis=2)
-    return _log_mean_exp(log_px + log_prior - log_q)
+    return importance_weighted_bound(images, means, z, log_q, samples)
 
 
 def importance_weighted_bound(
