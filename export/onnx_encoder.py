@@ -70,24 +70,37 @@ def check_encoder_graph(
     model: onnx.ModelProto, image_shape: tuple[int, int], latent_dim: int
 ) -> None:
     """onnx.checker plus the contract: input and output names, dtypes and a dynamic batch axis."""
+    check_contract(
+        model,
+        "encoder",
+        {
+            INPUT_IMAGE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, *image_shape]),
+            INPUT_LABEL: (onnx.TensorProto.INT64, [BATCH_AXIS]),
+        },
+        {
+            name: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim])
+            for name in (OUTPUT_MEAN, OUTPUT_LOG_VARIANCE)
+        },
+    )
+
+
+def check_contract(
+    model: onnx.ModelProto,
+    what: str,
+    inputs: dict[str, tuple[int, list[object]]],
+    outputs: dict[str, tuple[int, list[object]]],
+) -> None:
+    """onnx.checker, then each input's and output's (dtype, shape) by name."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
-        raise OnnxExportError(f"onnx.checker rejected the encoder graph: {error}") from error
-    expected_inputs = {
-        INPUT_IMAGE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, *image_shape]),
-        INPUT_LABEL: (onnx.TensorProto.INT64, [BATCH_AXIS]),
-    }
+        raise OnnxExportError(f"onnx.checker rejected the {what} graph: {error}") from error
     actual = {value.name: _signature(value) for value in model.graph.input}
-    if actual != expected_inputs:
-        raise OnnxExportError(f"encoder inputs are {actual}, expected {expected_inputs}")
-    expected_outputs = {
-        name: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim])
-        for name in (OUTPUT_MEAN, OUTPUT_LOG_VARIANCE)
-    }
-    outputs = {value.name: _signature(value) for value in model.graph.output}
-    if outputs != expected_outputs:
-        raise OnnxExportError(f"encoder outputs are {outputs}, expected {expected_outputs}")
+    if actual != inputs:
+        raise OnnxExportError(f"{what} inputs are {actual}, expected {inputs}")
+    produced = {value.name: _signature(value) for value in model.graph.output}
+    if produced != outputs:
+        raise OnnxExportError(f"{what} outputs are {produced}, expected {outputs}")
 
 
 def encoder_parity_error(
@@ -152,25 +165,19 @@ def check_posterior_graph(
     model: onnx.ModelProto, image_shape: tuple[int, int], latent_dim: int
 ) -> None:
     """onnx.checker plus the posterior sampler's names, dtypes and dynamic batch axis."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as error:
-        raise OnnxExportError(f"onnx.checker rejected the posterior graph: {error}") from error
-    expected_inputs = {
-        INPUT_IMAGE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, *image_shape]),
-        INPUT_LABEL: (onnx.TensorProto.INT64, [BATCH_AXIS]),
-        INPUT_NOISE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim]),
-    }
-    actual = {value.name: _signature(value) for value in model.graph.input}
-    if actual != expected_inputs:
-        raise OnnxExportError(f"posterior inputs are {actual}, expected {expected_inputs}")
-    expected_outputs = {
-        OUTPUT_LATENT: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim]),
-        OUTPUT_LOG_DENSITY: (onnx.TensorProto.FLOAT, [BATCH_AXIS]),
-    }
-    outputs = {value.name: _signature(value) for value in model.graph.output}
-    if outputs != expected_outputs:
-        raise OnnxExportError(f"posterior outputs are {outputs}, expected {expected_outputs}")
+    check_contract(
+        model,
+        "posterior",
+        {
+            INPUT_IMAGE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, *image_shape]),
+            INPUT_LABEL: (onnx.TensorProto.INT64, [BATCH_AXIS]),
+            INPUT_NOISE: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim]),
+        },
+        {
+            OUTPUT_LATENT: (onnx.TensorProto.FLOAT, [BATCH_AXIS, latent_dim]),
+            OUTPUT_LOG_DENSITY: (onnx.TensorProto.FLOAT, [BATCH_AXIS]),
+        },
+    )
 
 
 def posterior_parity_error(
