@@ -102,9 +102,10 @@ def test_sighup_from_the_first_moment_of_start_up_does_not_kill_the_server(
             assert time.monotonic() < deadline and server.process.poll() is None
             time.sleep(0.001)
         # `cvae serve` ignores SIGHUP from its first step, long before the server's handler
-        # (installed once grpc and onnxruntime are imported) exists.
-        while not _signal_mask(pid, "SigIgn") & sighup:
-            assert _signal_mask(pid, "SigCgt") & sighup == 0, "SIGHUP was not ignored first"
+        # (installed once grpc and onnxruntime are imported) exists. Wait for either: on a
+        # loaded machine this poll can sleep through the whole ignored phase and first see the
+        # handler; the signals below then start later than they could, never earlier.
+        while not (_signal_mask(pid, "SigIgn") | _signal_mask(pid, "SigCgt")) & sighup:
             assert time.monotonic() < deadline and server.process.poll() is None
             time.sleep(0.001)
         deadline = time.monotonic() + 60
