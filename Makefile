@@ -114,7 +114,7 @@ $(VENV)/.bench: $(VENV)/.dev
 
 bench: $(VENV)/.bench  ## benchmarks (~10 min; BENCH_ARGS=--quick for a smoke run): docs/benchmarks.md
 	@command -v h2load >/dev/null || { echo "make bench needs h2load: apt-get install -y nghttp2-client"; exit 2; }
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench --model-repository $(MODEL_REPOSITORY) --model-name $(MODEL_NAME) $(BENCH_ARGS)
 
 soak: $(VENV)/.dev  ## long reliability runs (slow): writes docs/reliability.md
 	$(BIN)/python -m pytest -q tests/soak --soak
