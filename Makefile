@@ -9,7 +9,7 @@ METRICS_PORT ?= 9464
 MODEL_REPOSITORY ?= models
 # The repository holds several models: calls that name none get this one (--model-name).
 MODEL_NAME ?= cvae-mnist
-MODEL_VERSION ?= 4
+MODEL_VERSION ?= 5
 
 .PHONY: help serve test test-tools image-test lint fmt proto model model-fast bench soak prometheus-rule prod-limits constraints clean
 

@@ -129,6 +129,7 @@ _SHIPPED_VERSIONS = [
     ("cvae-mnist", "2"),
     ("cvae-mnist", "3"),
     ("cvae-mnist", "4"),
+    ("cvae-mnist", "5"),
     ("cvae-mnist-fast", "1"),
 ]
 _DECODER_ALONE = {("cvae-mnist", "1"), ("cvae-mnist", "2")}
