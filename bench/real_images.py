@@ -352,8 +352,7 @@ def render(results: dict[str, Any]) -> str:
             "uint8 row: the same images as 8-bit pixels, as datasets and `cvae audit` send them; "
             "Restyle: 256 images x 1 target; Score: k = 1, all 10 labels); in process: "
             "onnxruntime running the same graphs on the same work in the bench's process, every "
-            "core. The machine is shared, "
-            "so these vary from run to run.",
+            "core. The machine is shared, so these vary from run to run.",
             "",
             "| RPC | served | in process | ratio |",
             "|---|---|---|---|",

@@ -109,6 +109,29 @@ def oip_http(
     return row
 
 
+def targets(
+    model: ModelSpec, config: str, port: int, metrics_port: int, work: Path
+) -> tuple[Target, Target]:
+    """The two load targets of one running `cvae serve`: cvae.v1 Generate and the OIP's
+    ModelInfer over gRPC, each with its frames and the server's own call counts."""
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    generate = Target(
+        server="cvae",
+        config=config,
+        url=f"http://127.0.0.1:{port}{frames.GENERATE_PATH}",
+        frame=frame_writer(work / "frames", model.num_classes),
+        counter=CallCounter(metrics_url, cvae_counts("Generate")),
+    )
+    infer = Target(
+        server="cvae OIP gRPC",
+        config=config,
+        url=f"http://127.0.0.1:{port}{frames.KSERVE_INFER_PATH}",
+        frame=oip_frame_writer(work / "frames", model),
+        counter=CallCounter(metrics_url, cvae_counts("ModelInfer")),
+    )
+    return generate, infer
+
+
 def run_config(
     model: ModelSpec,
     config: ServiceConfig,
@@ -140,26 +163,10 @@ def run_config(
             ]
             assert server.process is not None
             pid = server.process.pid
-            target = Target(
-                server="cvae",
-                config=config.label(),
-                url=f"http://127.0.0.1:{port}{frames.GENERATE_PATH}",
-                frame=frame_writer(work / "frames", model.num_classes),
-                counter=CallCounter(
-                    f"http://127.0.0.1:{metrics_port}/metrics", cvae_counts("Generate")
-                ),
-            )
+            target, oip = targets(model, config.label(), port, metrics_port, work)
             section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
             section["rss_mib_after_load"] = profile.group_rss_mib(pid)
             if oip_plan:
-                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-                oip = Target(
-                    server="cvae OIP gRPC",
-                    config=config.label(),
-                    url=f"http://127.0.0.1:{port}{frames.KSERVE_INFER_PATH}",
-                    frame=oip_frame_writer(work / "frames", model),
-                    counter=CallCounter(metrics_url, cvae_counts("ModelInfer")),
-                )
                 section["oip_grpc_rows"] = scenarios.run_plan(oip, oip_plan, timing, pid, progress)
                 section["oip_http_rows"] = [
                     oip_http(http_port, model, scenario, timing, work, progress)

@@ -13,11 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import frames, scenarios, triton_bench
-from bench.grpccheck import CallCounter, cvae_counts
-from bench.scenarios import Scenario, Target, Timing
+from bench import scenarios, triton_bench
+from bench.scenarios import Scenario, Timing
 from bench.servers import ServiceConfig, cvae_service, grpc_serving, logged_serving, running
-from bench.service_bench import STARTUP_TIMEOUT_S, frame_writer, oip_frame_writer
+from bench.service_bench import STARTUP_TIMEOUT_S, targets
 from modelrepo import newest_spec
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                                   venv=_ROOT / ".venv-triton", max_batch=256,
                                   intra_op_threads=2, progress=print)  # fmt: skip
         for row in triton.get("rows", []):
-            _print("Triton", 0, row)
+            _print("triton", 0, row)
     server, port, metrics_port = cvae_service(
         model, ServiceConfig(batching=True), args.work / "cvae.log", 0
     )
@@ -50,18 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                  STARTUP_TIMEOUT_S):  # fmt: skip
         assert server.process is not None
         pid = server.process.pid
-        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-        base = f"http://127.0.0.1:{port}"
-        targets = [
-            Target("cvae.v1", "default", base + frames.GENERATE_PATH,
-                   frame_writer(args.work / "frames", model.num_classes),
-                   CallCounter(metrics, cvae_counts("Generate"))),
-            Target("OIP gRPC", "default", base + frames.KSERVE_INFER_PATH,
-                   oip_frame_writer(args.work / "frames", model),
-                   CallCounter(metrics, cvae_counts("ModelInfer"))),
-        ]  # fmt: skip
+        pair = targets(model, "default", port, metrics_port, args.work)
         for round_ in range(args.rounds):
-            for target in targets:
+            for target in pair:
                 (row,) = scenarios.run_plan(target, [scenario], timing, pid, lambda _: None)
                 _print(target.server, round_, row)
     return 0
@@ -69,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(server: str, round_: int, row: dict[str, Any]) -> None:
     if "error" in row:
-        print(f"{server:9s} round {round_}: {row['error']}")
+        print(f"{server:13s} round {round_}: {row['error']}")
         return
     rate, cores = float(row["images_per_s"]), float(row.get("server_cpu_cores", 0.0))
     print(
-        f"{server:9s} round {round_}: {rate:7.0f} images/s, server {cores:.2f} cores, "
+        f"{server:13s} round {round_}: {rate:7.0f} images/s, server {cores:.2f} cores, "
         f"{cores / rate * 1e6:4.0f} µs CPU per call, p50 {row.get('p50_ms')} ms",
         flush=True,
     )
