@@ -11,16 +11,19 @@ docs/images/audit-clean-top.png.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.profile import group_cpu_seconds
 from bench.servers import ServerProcess, free_port, grpc_serving, running
 from cvae.client import Client, Encoding
 from cvae.jobs.audit import AuditJob, run_audit
@@ -62,21 +65,63 @@ def _bce(images: np.ndarray, means: np.ndarray) -> np.ndarray:
     return np.asarray(-(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=1))
 
 
-def _rate(call: Any, images: int, seconds: float) -> float:
-    """Images per second of `call()` repeated for about `seconds` (after one warm-up call)."""
+_IN_FLIGHT = ((1, ""), (2, "_2"))  # calls in flight, and the key suffix of their figures
+
+
+def _rate(call: Any, images: int, seconds: float, in_flight: int = 1) -> float:
+    """Images per second of `call()` repeated for about `seconds` by `in_flight` threads, each
+    making one call after another (after one warm-up call)."""
     call()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    done = [0] * in_flight
+    deadline = time.perf_counter() + seconds
+
+    def repeat(slot: int) -> None:
+        while time.perf_counter() < deadline:
+            call()
+            done[slot] += images
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=repeat, args=(slot,)) for slot in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def _served_rate(
+    call: Any, seconds: float, in_flight: int, server_pid: int
+) -> tuple[float, float, float]:
+    """(images per second, server CPU ms per call, this client's CPU ms per call) of `call`."""
+    calls = itertools.count()
+
+    def counted() -> None:
         call()
-        done += images
-    return done / (time.perf_counter() - started)
+        next(calls)  # atomic under the GIL
+
+    server_cpu, client_cpu = group_cpu_seconds(server_pid), time.process_time()
+    rate = _rate(counted, 256, seconds, in_flight)
+    done = next(calls)
+    return (
+        rate,
+        1e3 * (group_cpu_seconds(server_pid) - server_cpu) / done,
+        1e3 * (time.process_time() - client_cpu) / done,
+    )
 
 
 def throughput(
-    client: Client, folder: Path, images: np.ndarray, labels: np.ndarray, seconds: float
+    client: Client,
+    server_pid: int,
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    seconds: float,
 ) -> dict[str, Any]:
     """Images per second of each RPC at batch 256 through the server, against onnxruntime in
-    this process running the same graphs on the same work (one call at a time each)."""
+    this process running the same graphs on the same work: one call at a time, and two calls in
+    flight (what `cvae audit` and `cvae generate` keep by default, --concurrency 2). Each served
+    rate is compared with the better of the two in-process rates; the CPU the server and this
+    client spent per call says where a served call's time went."""
     import onnxruntime as ort
 
     from service.encoding import importance_weighted_bound, log_likelihood_bound
@@ -134,10 +179,23 @@ def throughput(
     }
     rows = {}
     for name in remote:
-        served = _rate(remote[name], 256, seconds)
-        in_process = _rate(local[name], 256, seconds)
-        rows[name] = {"served": round(served), "in_process": round(in_process),
-                      "ratio": round(served / in_process, 3)}  # fmt: skip
+        row: dict[str, Any] = {}
+        for in_flight, suffix in _IN_FLIGHT:
+            served, server_ms, client_ms = _served_rate(
+                remote[name], seconds, in_flight, server_pid
+            )
+            row.update(
+                {
+                    f"served{suffix}": round(served),
+                    f"server_cpu_ms{suffix}": round(server_ms, 2),
+                    f"client_cpu_ms{suffix}": round(client_ms, 2),
+                    f"in_process{suffix}": round(_rate(local[name], 256, seconds, in_flight)),
+                }
+            )
+        best = max(row[f"in_process{suffix}"] for _, suffix in _IN_FLIGHT)
+        for _, suffix in _IN_FLIGHT:
+            row[f"ratio{suffix}"] = round(row[f"served{suffix}"] / best, 3)  # fmt: skip
+        rows[name] = row
     return rows
 
 
@@ -267,7 +325,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if args.throughput_seconds > 0:
             folder = args.repository / info.name / info.version
             results["throughput_256"] = throughput(
-                client, folder, test_x, test_y, args.throughput_seconds
+                client, server.pid, folder, test_x, test_y, args.throughput_seconds
             )
     return results
 
@@ -346,21 +404,37 @@ def render(results: dict[str, Any]) -> str:
     ]  # fmt: skip
     if "throughput_256" in results:
         lines += [
-            "## Throughput at batch 256 (images per second, one call at a time)",
+            "## Throughput at batch 256 (images per second)",
             "",
-            "Served: one client calling the RPC with 256 images (float32 pixels, except the "
-            "uint8 row: the same images as 8-bit pixels, as datasets and `cvae audit` send them; "
-            "Restyle: 256 images x 1 target; Score: k = 1, all 10 labels); in process: "
-            "onnxruntime running the same graphs on the same work in the bench's process, every "
-            "core. The machine is shared, so these vary from run to run.",
+            "Served: the RPC called with 256 images (float32 pixels, except the uint8 row: the "
+            "same images as 8-bit pixels, as datasets and `cvae audit` send them; Restyle: 256 "
+            "images x 1 target; Score: k = 1, all 10 labels) by one client, one call at a time, "
+            "then from two threads with two calls in flight (what `cvae audit` and `cvae "
+            "generate` keep by default, `--concurrency 2`). In process: onnxruntime running the "
+            "same graphs on the same work in the bench's process, every core, one call at a time "
+            "and two in flight. Each ratio is a served rate over the better in-process one. The "
+            "client runs on the same cores as the server; the CPU columns (milliseconds per "
+            "call, two in flight) say what the server's process and the client's spent. The "
+            "machine is shared, so these vary from run to run.",
             "",
-            "| RPC | served | in process | ratio |",
-            "|---|---|---|---|",
-            *(f"| {name} | {row['served']} | {row['in_process']} | {row['ratio']:.2f} |"
-              for name, row in results["throughput_256"].items()),
+            "| RPC | served, 1 in flight | served, 2 in flight | in process, 1 | in process, 2 | "
+            "ratio, 1 in flight | ratio, 2 in flight | server CPU ms/call | client CPU ms/call |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(_throughput_row(name, row) for name, row in results["throughput_256"].items()),
             "",
         ]  # fmt: skip
     return "\n".join(lines)
+
+
+def _throughput_row(name: str, row: dict[str, Any]) -> str:
+    if "ratio_2" not in row:  # a results file from before two calls in flight were measured
+        old = (row["served"], row["in_process"], row["ratio"])
+        return "| {} | {} | — | {} | — | {:.2f} | — | — | — |".format(name, *old)
+    return (
+        f"| {name} | {row['served']} | {row['served_2']} | {row['in_process']} | "
+        f"{row['in_process_2']} | {row['ratio']:.2f} | {row['ratio_2']:.2f} | "
+        f"{row['server_cpu_ms_2']:.1f} | {row['client_cpu_ms_2']:.1f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

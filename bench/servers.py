@@ -54,6 +54,12 @@ class ServerProcess:
     inherit_env: bool = True
     """False: `env` is the whole environment (a test of what an image sets)."""
 
+    @property
+    def pid(self) -> int:
+        """The started process's id, also its process group's (it starts a session of its own)."""
+        assert self.process is not None, f"{self.name} was not started"
+        return self.process.pid
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")

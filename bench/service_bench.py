@@ -161,8 +161,7 @@ def run_config(
                 client_checks.check_generate(port, images, encoding, model.image_shape)
                 for images, encoding in ((1, "UINT8"), (256, "UINT8"), (4, "PNG"))
             ]
-            assert server.process is not None
-            pid = server.process.pid
+            pid = server.pid
             target, oip = targets(model, config.label(), port, metrics_port, work)
             section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
             section["rss_mib_after_load"] = profile.group_rss_mib(pid)
@@ -223,8 +222,7 @@ def run_grpc_floor(
     section: dict[str, Any] = {"config": config, "rows": []}
     try:
         with running(server, grpc_serving(port), STARTUP_TIMEOUT_S):
-            assert server.process is not None
-            pid = server.process.pid
+            pid = server.pid
             target = Target(
                 server="grpc floor",
                 config=config,

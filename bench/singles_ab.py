@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = grpc_serving(port)
     with running(server, lambda: ready() and logged_serving(server.log_path, 1)(),
                  STARTUP_TIMEOUT_S):  # fmt: skip
-        assert server.process is not None
-        pid = server.process.pid
+        pid = server.pid
         pair = targets(model, "default", port, metrics_port, args.work)
         for round_ in range(args.rounds):
             for target in pair:

@@ -115,8 +115,7 @@ def run(
                     f"http://127.0.0.1:{metrics_port}/metrics", triton_counts(MODEL_NAME)
                 ),
             )
-            assert server.process is not None
-            pid = server.process.pid  # Triton, its Python backend stub and PyTriton's proxy
+            pid = server.pid  # Triton, its Python backend stub and PyTriton's proxy
             section["rows"] = scenarios.run_plan(target, plan, timing, pid, progress)
     except Exception as error:  # Triton failing must not lose the rest of the bench
         _LOGGER.exception("Triton failed")
