@@ -102,6 +102,9 @@ class TrainConfig:
     # that weight rises linearly from 0 over this many epochs
     label_guidance_samples: int = 32
     # prior samples decoded and scored per training step
+    label_guidance_confidence: float = 0.0
+    # a prior sample the guidance classifier already reads as its label with at least this
+    # probability adds no guidance loss (0: every sample's cross-entropy counts, versions 1-5)
     label_guidance_fit_epochs: int = 3
     # the guidance classifier trains on real batches for this many epochs, then stays fixed
     # (0: the whole run)
@@ -130,6 +133,7 @@ class TrainConfig:
         _require(self.label_guidance >= 0, "label_guidance must be >= 0")
         _require(self.label_guidance_warmup_epochs >= 0, "label_guidance_warmup_epochs: >= 0")
         _require(self.label_guidance_samples > 0, "label_guidance_samples must be positive")
+        _require(0 <= self.label_guidance_confidence < 1, "label_guidance_confidence is in [0, 1)")
         _require(self.label_guidance_fit_epochs >= 0, "label_guidance_fit_epochs must be >= 0")
         _require(
             self.compute_dtype in _COMPUTE_DTYPES,

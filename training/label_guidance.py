@@ -8,6 +8,8 @@ classifier is small, lives only during training, and is not the evaluator's (whi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,13 +52,25 @@ class LabelGuidance:
         self.optimizer.step()
         return float(loss.detach())
 
-    def sample_loss(self, samples: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of `labels` for `samples` (N, H, W); gradients reach the samples only."""
+    def sample_loss(
+        self, samples: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0
+    ) -> torch.Tensor:
+        """Cross-entropy of `labels` for `samples` (N, H, W); gradients reach the samples only.
+
+        With `confidence` c in (0, 1), a sample the classifier already reads as its label with
+        probability at least c adds nothing (each sample's term is max(0, CE + log c)): the
+        guidance then repairs samples that do not read as their label without pulling the ones
+        that do toward the classifier's most confident prototypes. 0: plain cross-entropy.
+        """
         self.classifier.eval()
         for parameter in self.classifier.parameters():
             parameter.requires_grad_(False)
         try:
-            return F.cross_entropy(self.classifier(samples.unsqueeze(1)), labels)
+            logits = self.classifier(samples.unsqueeze(1))
+            if confidence <= 0:
+                return F.cross_entropy(logits, labels)
+            per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
+            return torch.clamp(per_sample + math.log(confidence), min=0).mean()
         finally:
             for parameter in self.classifier.parameters():
                 parameter.requires_grad_(True)

@@ -302,7 +302,8 @@ class Trainer:
         wanted = torch.randint(self.config.model.num_classes, (count,), device=device)
         with self._autocast():
             images = self.model.served_decoder()(z, wanted)
-            return self.guidance.sample_loss(images, wanted).float()
+            loss = self.guidance.sample_loss(images, wanted, self.config.label_guidance_confidence)
+            return loss.float()
 
     def _save_last(self, rng_states: list[torch.Tensor]) -> None:
         save_checkpoint(
