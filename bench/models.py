@@ -23,7 +23,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from bench.machine import describe, load_average, repository_path
 from bench.markdown import table
 from bench.model import random_feeds
 from bench.servers import ServerProcess, free_port, grpc_serving, running
-from bench.stats import summarize_latencies
+from bench.stats import back_to_back, summarize_latencies
 from cvae.v1 import generator_pb2 as pb
 from cvae.v1 import generator_pb2_grpc as pb_grpc
 from modelrepo import ModelRepository, newest_spec
@@ -68,21 +67,8 @@ def _throughput(stub: pb_grpc.GeneratorStub, name: str, seconds: float) -> float
     request.omit_latents = True
     for _ in range(2):
         stub.Generate(request, timeout=60)  # warm
-    counts = [0] * CALLERS
-    deadline = time.perf_counter() + seconds
-
-    def caller(index: int) -> None:
-        while time.perf_counter() < deadline:
-            stub.Generate(request, timeout=60)
-            counts[index] += 1
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(CALLERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) * BATCH / (time.perf_counter() - started)
+    calls, elapsed = back_to_back(lambda: stub.Generate(request, timeout=60), seconds, CALLERS)
+    return calls * BATCH / elapsed
 
 
 def _latencies(stub: pb_grpc.GeneratorStub, name: str, calls: int) -> list[float]:

@@ -11,12 +11,10 @@ docs/images/audit-clean-top.png.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 
 from bench.profile import group_cpu_seconds
 from bench.servers import ServerProcess, free_port, grpc_serving, running
+from bench.stats import back_to_back
 from cvae.client import Client, Encoding
 from cvae.jobs.audit import AuditJob, run_audit
 from cvae.jobs.preview import save_png
@@ -71,37 +70,22 @@ _IN_FLIGHT = ((1, ""), (2, "_2"))  # calls in flight, and the key suffix of thei
 def _rate(call: Any, images: int, seconds: float, in_flight: int = 1) -> float:
     """Images per second of `call()` repeated for about `seconds` by `in_flight` threads, each
     making one call after another (after one warm-up call)."""
+    return _calls(call, images, seconds, in_flight)[0]
+
+
+def _calls(call: Any, images: int, seconds: float, in_flight: int) -> tuple[float, int]:
+    """(images per second, calls made counting the warm-up) of `_rate`."""
     call()
-    done = [0] * in_flight
-    deadline = time.perf_counter() + seconds
-
-    def repeat(slot: int) -> None:
-        while time.perf_counter() < deadline:
-            call()
-            done[slot] += images
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=repeat, args=(slot,)) for slot in range(in_flight)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - started)
+    calls, elapsed = back_to_back(call, seconds, in_flight)
+    return calls * images / elapsed, calls + 1
 
 
 def _served_rate(
     call: Any, seconds: float, in_flight: int, server_pid: int
 ) -> tuple[float, float, float]:
     """(images per second, server CPU ms per call, this client's CPU ms per call) of `call`."""
-    calls = itertools.count()
-
-    def counted() -> None:
-        call()
-        next(calls)  # atomic under the GIL
-
     server_cpu, client_cpu = group_cpu_seconds(server_pid), time.process_time()
-    rate = _rate(counted, 256, seconds, in_flight)
-    done = next(calls)
+    rate, done = _calls(call, 256, seconds, in_flight)
     return (
         rate,
         1e3 * (group_cpu_seconds(server_pid) - server_cpu) / done,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,3 +61,23 @@ def summarize_latencies(latencies_ms: Sequence[float] | np.ndarray) -> LatencySu
 def rate(count: float, seconds: float) -> float:
     """Events per second; 0 when nothing was timed."""
     return count / seconds if seconds > 0 else 0.0
+
+
+def back_to_back(call: Callable[[], object], seconds: float, callers: int) -> tuple[int, float]:
+    """`callers` threads each making `call()` one after another for about `seconds`: (calls
+    made, seconds they took)."""
+    counts = [0] * callers
+    deadline = time.perf_counter() + seconds
+
+    def repeat(slot: int) -> None:
+        while time.perf_counter() < deadline:
+            call()
+            counts[slot] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=repeat, args=(slot,)) for slot in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts), time.perf_counter() - started
