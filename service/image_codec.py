@@ -98,7 +98,9 @@ def decode_images(
     tensor: pb.Tensor, png: Sequence[bytes], spec: ModelSpec, max_images: int
 ) -> np.ndarray:
     """float32 (N, H, W) in [0, 1] from exactly one of `images` (a Tensor) or `png`."""
-    has_tensor = bool(tensor.shape or tensor.dtype or tensor.data)
+    # Each read of a bytes field copies it (upb): read `data` once, here, and hand it down.
+    data = tensor.data
+    has_tensor = bool(tensor.shape or tensor.dtype or data)
     if has_tensor and png:
         raise InvalidArgument("png: set either images (a Tensor) or png, not both")
     if png:
@@ -113,10 +115,10 @@ def decode_images(
             "images: set images (a uint8 or float32 Tensor [N, H, W]) or png (one grayscale "
             "PNG per image); neither is set"
         )
-    return _decode_tensor(tensor, spec, max_images)
+    return _decode_tensor(tensor, data, spec, max_images)
 
 
-def _decode_tensor(tensor: pb.Tensor, spec: ModelSpec, max_images: int) -> np.ndarray:
+def _decode_tensor(tensor: pb.Tensor, data: bytes, spec: ModelSpec, max_images: int) -> np.ndarray:
     height, width = spec.image_shape
     dtype = _DTYPES.get(tensor.dtype)
     if dtype is None:
@@ -134,22 +136,25 @@ def _decode_tensor(tensor: pb.Tensor, spec: ModelSpec, max_images: int) -> np.nd
             "(max_images_per_request)"
         )
     expected = count * height * width * dtype.itemsize
-    if len(tensor.data) != expected:
+    if len(data) != expected:
         raise InvalidArgument(
-            f"images.data: {len(tensor.data)} bytes, must be {expected} "
+            f"images.data: {len(data)} bytes, must be {expected} "
             f"({count} x {height} x {width} {tensor.dtype}, little-endian)"
         )
-    raw = np.frombuffer(tensor.data, dtype=dtype).reshape(count, height, width)
+    raw = np.frombuffer(data, dtype=dtype).reshape(count, height, width)
     if dtype == np.uint8:
         return _from_uint8(raw)
-    bad = ~(np.isfinite(raw) & (raw >= 0.0) & (raw <= 1.0))
-    if bad.any():
+    # Two reductions and no temporaries: NaN fails both comparisons, and infinities one.
+    if not (raw.min() >= 0.0 and raw.max() <= 1.0):
+        bad = ~((raw >= 0.0) & (raw <= 1.0))
         index = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
         value = float(raw[index][bad[index]][0])
         raise InvalidArgument(
             f"images[{index}]: holds {value!r}; float32 pixels must be finite and in [0, 1]"
         )
-    return raw.astype(np.float32)  # a writable, native-order copy
+    # Native order without a copy where it already is (a read-only view of the request's bytes;
+    # nothing downstream writes to images).
+    return raw.astype(np.float32, copy=False)
 
 
 def _decode_png(data: bytes, index: int, spec: ModelSpec) -> np.ndarray:
@@ -170,7 +175,7 @@ def _decode_png(data: bytes, index: int, spec: ModelSpec) -> np.ndarray:
 
 
 def _from_uint8(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)  # one pass, one array
 
 
 def decode_true_labels(raw: Sequence[int], count: int, num_classes: int) -> np.ndarray:

@@ -217,6 +217,8 @@ _NAN = IMAGES[:2].copy()
 _NAN[1, 3, 3] = np.nan
 _OVER = IMAGES[:2].copy()
 _OVER[1, 0, 0] = 1.5
+_NEGATIVE_INF = IMAGES[:2].copy()
+_NEGATIVE_INF[0, 27, 27] = -np.inf
 
 
 @pytest.mark.parametrize(
@@ -233,6 +235,7 @@ _OVER[1, 0, 0] = 1.5
           "labels": [1]}, "images.data: 783 bytes, must be 784"),
         ({"images": tensor(_NAN), "labels": [1, 2]}, "images[1]: holds nan"),
         ({"images": tensor(_OVER), "labels": [1, 2]}, "images[1]: holds 1.5"),
+        ({"images": tensor(_NEGATIVE_INF), "labels": [1, 2]}, "images[0]: holds -inf"),
         ({"png": [b"not a png"], "labels": [1]}, "png[0]: not a decodable PNG"),
         ({"png": [pngs(np.zeros((1, 28, 28), np.uint8))[0], _bad_png()], "labels": [1, 2]},
          "png[1]: 27 x 28 pixels (H x W), must be 28 x 28"),
