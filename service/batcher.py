@@ -15,7 +15,8 @@ Policy, per event loop:
   dropped instead of computed;
 - a decoder thread runs a full batch (`max_batch` images) `decoder_slice` rows per onnxruntime
   call and yields the CPU between calls (rows that do not depend on their batch only), so that
-  the server's I/O threads find a core within one slice while every core decodes big calls;
+  the server's I/O threads find a core within one slice while every core decodes big calls; a
+  cheaper graph (the encoder) runs as many rows per call as take the decoder's slice time;
 - at most `queue_size` images wait; beyond that a request is refused at once (`Overloaded`);
   so is a request whose deadline would pass while the work already queued ahead of it runs
   (estimated from recent decoder calls), instead of being accepted only to expire.
@@ -80,6 +81,9 @@ class Graph(Protocol):
     """
 
     batch_invariant: bool
+    # How many of its rows take as long as one of the decoder's: a slice of `decoder_slice`
+    # decoder rows is that many times as many rows of this graph (1 for the decoder itself).
+    slice_scale: float
 
     def run(self, rows: np.ndarray, labels: np.ndarray, /) -> np.ndarray: ...
 
@@ -334,9 +338,10 @@ def _images_in(batch: list[_Piece]) -> int:
 def _decode(batch: list[_Piece], slice_rows: int) -> tuple[np.ndarray, float]:
     """In a decoder thread: merge the pieces, run the model, time it.
 
-    With `slice_rows`, a batch of independent rows runs that many rows per onnxruntime call and
-    the thread yields the CPU between calls: on a machine whose cores all decode, the server's
-    I/O threads then wait for a core at most one slice, not a whole batch or a scheduler tick.
+    With `slice_rows`, a batch of independent rows runs that many decoder rows' worth per
+    onnxruntime call (the graph's `slice_scale` times as many of its own rows) and the thread
+    yields the CPU between calls: on a machine whose cores all decode, the server's I/O threads
+    then wait for a core at most one slice, not a whole batch or a scheduler tick.
     """
     if len(batch) == 1:
         latents, labels = batch[0].latents, batch[0].labels
@@ -344,6 +349,8 @@ def _decode(batch: list[_Piece], slice_rows: int) -> tuple[np.ndarray, float]:
         latents = np.concatenate([piece.latents for piece in batch])
         labels = np.concatenate([piece.labels for piece in batch])
     runtime = batch[0].runtime
+    if slice_rows > 0:
+        slice_rows = max(1, round(slice_rows * runtime.slice_scale))
     started = time.perf_counter()
     if slice_rows <= 0 or len(labels) <= slice_rows or not runtime.batch_invariant:
         images = runtime.run(latents, labels)

@@ -18,6 +18,7 @@ graphs in one onnxruntime call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import ClassVar, TypeVar
 
@@ -46,6 +47,8 @@ class _ImageGraphRuntime:
         self._session = session
         self._outputs = [graph.outputs[role] for role in self.output_roles]
         self.batch_invariant = True
+        self.slice_scale = 1.0  # set by service.runtime.load_runtime from the warm-up timings
+        self.row_seconds = 0.0
 
     @property
     def latent_dim(self) -> int:
@@ -188,7 +191,9 @@ def _warm_up(runtime: _ImageGraphRuntime, max_batch: int) -> None:
     count = step
     rows = runtime.random_rows(count, rng)
     labels = rng.permutation(np.arange(count) % model.num_classes).astype(np.int64)
+    started = time.perf_counter()
     whole = _checked_run(runtime, rows, labels)
+    runtime.row_seconds = (time.perf_counter() - started) / count
     pieces = [runtime.run(rows[a:b], labels[a:b]) for a, b in invariance_slices(count)]
     runtime.batch_invariant = bool(np.array_equal(np.concatenate(pieces), whole))
 

@@ -49,6 +49,9 @@ class ModelRuntime:
         # Whether a row's image is the same alone or inside any batch (checked at warm-up);
         # when it is not, the batcher never merges requests, so results stay reproducible.
         self.batch_invariant = True
+        self.slice_scale = 1.0  # the batcher's slices are counted in the decoder's rows
+        # Seconds per row of the warm-up's largest batch: what the other graphs' slices match.
+        self.row_seconds = 0.0
         # Q(z|x,y) when the version ships one (model.json "encoder"; service/encoder.py).
         self.encoder: EncoderRuntime | None = None
         # Q's exact sampler in the decoder's space, beside a flow prior's encoder ("posterior").
@@ -84,6 +87,9 @@ def load_runtime(folder: Path, options: RuntimeOptions) -> ModelRuntime:
 
     runtime.encoder = load_encoder(spec, options)
     runtime.posterior = load_posterior(spec, options)
+    for graph in (runtime.encoder, runtime.posterior):
+        if graph is not None:
+            graph.slice_scale = slice_scale(runtime.row_seconds, graph.row_seconds)
     runtime.load_seconds = time.perf_counter() - started
     _LOGGER.debug("loaded %s version %s in %.3f s", spec.name, spec.version, runtime.load_seconds)
     return runtime
@@ -205,9 +211,23 @@ def _rows_independent_of_batch(runtime: ModelRuntime, max_batch: int) -> bool:
     count = max(1, max_batch)
     latents = rng.standard_normal((count, spec.latent_dim), dtype=np.float32)
     labels = rng.permutation(np.arange(count) % spec.num_classes).astype(np.int64)
+    started = time.perf_counter()
     whole = _checked_run(runtime, latents, labels, f"warm-up of {count} random rows")
+    runtime.row_seconds = (time.perf_counter() - started) / count
     pieces = [runtime.run(latents[a:b], labels[a:b]) for a, b in invariance_slices(count)]
     return np.array_equal(np.concatenate(pieces), whole)
+
+
+_MAX_SLICE_SCALE = 16.0
+
+
+def slice_scale(decoder_row_seconds: float, graph_row_seconds: float) -> float:
+    """How many rows of a graph take as long as one decoder row (warm-up timings), within
+    [1/16, 16] so that one noisy timing cannot make slices absurd; 1 when either is unknown."""
+    if decoder_row_seconds <= 0 or graph_row_seconds <= 0:
+        return 1.0
+    ratio = decoder_row_seconds / graph_row_seconds
+    return min(_MAX_SLICE_SCALE, max(1 / _MAX_SLICE_SCALE, ratio))
 
 
 def first_line_of(error: Exception) -> str:

@@ -269,8 +269,11 @@ class ServiceSettings:
     batches side by side and leave no core free) this many rows at a time, and yields the CPU
     in between (os.sched_yield). gRPC's threads and the event loop then find a core within one
     slice instead of waiting for the whole batch or a scheduler tick, so under overload excess
-    calls are refused sooner (docs/reliability.md compares slicing with whole batches). Smaller
-    batches, and models whose rows depend on their batch (checked at load), always run whole."""
+    calls are refused sooner (docs/reliability.md compares slicing with whole batches). The
+    count is in decoder rows: a cheaper graph (the encoder, the posterior sampler) runs as many
+    of its rows per call as take the same time (timed at load), so its slices are no shorter.
+    Smaller batches, and models whose rows depend on their batch (checked at load), always run
+    whole."""
     reload_interval_s: float = field(
         default=5.0,
         metadata=_about(

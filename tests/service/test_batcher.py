@@ -104,6 +104,7 @@ class SlowRuntime:
         self._hold_s = hold_s
         self._lock = threading.Lock()
         self.batch_invariant = True
+        self.slice_scale = 1.0
         self.active = 0
         self.most_at_once = 0
 
@@ -122,9 +123,12 @@ class SlowRuntime:
 class RecordingRuntime:
     """The real runtime, recording the rows of each call it makes."""
 
-    def __init__(self, runtime: ModelRuntime, batch_invariant: bool = True) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, batch_invariant: bool = True, slice_scale: float = 1.0
+    ) -> None:
         self._runtime = runtime
         self.batch_invariant = batch_invariant
+        self.slice_scale = slice_scale
         self.calls: list[int] = []
 
     def run(self, latents: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -133,19 +137,27 @@ class RecordingRuntime:
 
 
 @pytest.mark.parametrize(
-    ("slice_rows", "max_batch", "batch_invariant", "calls"),
+    ("slice_rows", "max_batch", "batch_invariant", "calls", "scale"),
     [
-        (4, 10, True, [4, 4, 2]),  # a full batch (10 of max 10): sliced
-        (0, 10, True, [10]),  # slices off
-        (10, 10, True, [10]),  # one slice holds it all
-        (4, 10, False, [10]),  # rows depend on the batch: never sliced
-        (4, 16, True, [10]),  # not full (10 of max 16): one call
+        (4, 10, True, [4, 4, 2], 1.0),  # a full batch (10 of max 10): sliced
+        (2, 10, True, [5, 5], 2.5),  # a graph 2.5x cheaper per row: 2.5x the rows per slice
+        (4, 10, True, [2, 2, 2, 2, 2], 0.5),  # a dearer one: fewer
+        (1, 10, True, [1] * 10, 0.1),  # never fewer than one row
+        (0, 10, True, [10], 2.0),  # slices off
+        (10, 10, True, [10], 1.0),  # one slice holds it all
+        (4, 10, False, [10], 1.0),  # rows depend on the batch: never sliced
+        (4, 16, True, [10], 1.0),  # not full (10 of max 16): one call
     ],
 )
 def test_full_batches_run_in_slices_of_independent_rows(
-    runtime: ModelRuntime, slice_rows: int, max_batch: int, batch_invariant: bool, calls: list[int]
+    runtime: ModelRuntime,
+    slice_rows: int,
+    max_batch: int,
+    batch_invariant: bool,
+    calls: list[int],
+    scale: float,
 ) -> None:
-    recording = RecordingRuntime(runtime, batch_invariant)
+    recording = RecordingRuntime(runtime, batch_invariant, scale)
     z, y = _inputs(10, 3)
 
     async def body(batcher: DynamicBatcher, _: RecordingMetrics) -> np.ndarray:

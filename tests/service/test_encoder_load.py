@@ -13,7 +13,7 @@ import pytest
 from service.batcher import DynamicBatcher
 from service.errors import ModelLoadError
 from service.options import batching_policy, runtime_options
-from service.runtime import load_runtime
+from service.runtime import load_runtime, slice_scale
 from service.settings import ServiceSettings
 from tests.service.modelrepo import write_version
 
@@ -33,6 +33,27 @@ def test_a_good_encoder_loads_and_gives_mean_and_log_variance(tmp_path: Path) ->
         runtime.encoder.run(images, np.array([0, 1, 2], dtype=np.int64))
     )
     assert mean.shape == log_variance.shape == (3, 16)
+
+
+def test_the_encoders_slices_take_the_decoders_slice_time(tmp_path: Path) -> None:
+    """Both graphs' rows were timed at warm-up; the encoder's slice scale is their ratio."""
+    runtime = load_runtime(write_version(tmp_path / "models", "1", encoder=True), _OPTIONS)
+    assert runtime.encoder is not None
+    assert runtime.row_seconds > 0 and runtime.encoder.row_seconds > 0
+    assert runtime.slice_scale == 1.0
+    assert runtime.encoder.slice_scale == slice_scale(
+        runtime.row_seconds, runtime.encoder.row_seconds
+    )
+
+
+@pytest.mark.parametrize(
+    ("decoder", "graph", "scale"),
+    [(3.0, 1.0, 3.0), (1.0, 2.0, 0.5), (100.0, 1.0, 16.0), (1.0, 100.0, 1 / 16), (0.0, 1.0, 1.0)],
+)
+def test_slice_scale_is_the_timing_ratio_within_bounds(
+    decoder: float, graph: float, scale: float
+) -> None:
+    assert slice_scale(decoder, graph) == scale
 
 
 @pytest.mark.parametrize(
@@ -84,6 +105,7 @@ class _Recording:
         self._name = name
         self._calls = calls
         self.batch_invariant = True
+        self.slice_scale = 1.0
 
     def run(self, rows: np.ndarray, labels: np.ndarray, /) -> np.ndarray:
         self._calls.append((self._name, len(labels)))
