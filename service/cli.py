@@ -28,9 +28,9 @@ def _run(args: argparse.Namespace) -> int:
     # SIGHUP (rescan the repository) must never end the process: until the server installs
     # its handler, after the heavy imports and the settings, a rescan has nothing to do.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from service.memory import return_big_buffers_to_os
+    from service.memory import tune_malloc
 
-    return_big_buffers_to_os()  # before anything big is allocated
+    tune_malloc()  # before anything big is allocated
     from service.fds import raise_open_files_limit
 
     raise_open_files_limit()  # workers inherit it

@@ -30,6 +30,7 @@ from service.fds import connection_cap
 from service.generator import ImageGenerator, PixelFormat
 from service.guard import CallGuard
 from service.health import HealthServicer
+from service.memory import trim_when_idle
 from service.metrics import ServiceMetrics, build_metrics, serve_metrics
 from service.oip.grpc_servicer import InferenceServicer
 from service.oip.grpc_servicer import add_to_server as add_inference_to_server
@@ -298,13 +299,18 @@ class GenerationServer:
         self._tasks.add(asyncio.ensure_future(self.health.enter_graceful_shutdown()))
 
     async def run_until_stopped(self) -> None:
-        watcher = asyncio.ensure_future(self.catalog.watch(self.settings.reload_interval_s))
+        background = [asyncio.ensure_future(self.catalog.watch(self.settings.reload_interval_s))]
+        in_flight = self._servicer.in_flight if self._servicer is not None else None
+        if in_flight is not None:
+            trimmer = trim_when_idle(lambda: in_flight.started, lambda: in_flight.count)
+            background.append(asyncio.ensure_future(trimmer))
         try:
             await self._stopping.wait()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         # Calls that reached the socket before the signal may still wait for this event loop to
         # hand them to a handler, and grpc.aio cancels such calls when it stops accepting: so

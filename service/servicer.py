@@ -56,11 +56,13 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
+        self.started = 0  # every call entered (service.memory trims after a pause in them)
         self._idle = asyncio.Event()
         self._idle.set()
 
     def enter(self) -> None:
         self.count += 1
+        self.started += 1
         self._idle.clear()
 
     def leave(self) -> None:

@@ -298,9 +298,9 @@ def run_worker(
     os.setpgid(0, 0)  # Ctrl-C reaches the supervisor alone, which forwards one stop signal
     _stop_with_parent(supervisor_pid)
 
-    from service.memory import return_big_buffers_to_os
+    from service.memory import tune_malloc
 
-    return_big_buffers_to_os()
+    tune_malloc()
     import asyncio
 
     from service.errors import ModelLoadError
