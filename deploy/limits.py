@@ -39,8 +39,11 @@ _END = "<!-- prod-limits: end -->"
 
 MIB = 1 << 20
 MARGIN = 0.20
-"""Share of the memory limit no term may use: allocator fragmentation, Python garbage not yet
-collected, page cache of the model files, and what the measurements below did not see."""
+"""Share of the memory limit no term may use: allocator fragmentation and the free heap malloc
+keeps while calls run (service/memory.py: up to its 64 MiB trim threshold, given back after a
+second without calls; the attack of tests/deploy/test_prod_limits.py peaked at 454.6 MiB with it
+and 457.3 MiB without), Python garbage not yet collected, page cache of the model files, and what
+the measurements below did not see."""
 BASELINE_MIB = 272
 """A warm prod server (the shipped models loaded: cvae-mnist's newest two versions and
 cvae-mnist-fast's one, with their encoders and posterior samplers; a 1,000-image call decoded).

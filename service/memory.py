@@ -13,8 +13,9 @@ per 1,024-image float32 Generate, and Encode served ~8% fewer images per second.
 - buffers up to `_THRESHOLD_BYTES` come from the heap (every message of a call within the
   1,024-image request limit), and its free top is trimmed beyond `_TRIM_BYTES`, so calls in a
   row reuse pages instead of faulting them in (tests/reliability/test_memory.py counts them);
-- once no call has started for `IDLE_TRIM_S` and none is open, all free memory goes back to the
-  kernel (`trim_when_idle`): after those 60 calls and a pause, the server is back within ~30 MiB
+- once no call has started or ended for `IDLE_TRIM_S`, all free memory goes back to the kernel
+  (`trim_when_idle`), open calls or not (a stream held open forever cannot keep it): after those
+  60 calls and a pause, the server is back within ~30 MiB
   of its baseline (onnxruntime's arena keeps the biggest batch's tensors), as it was before.
 """
 
@@ -81,20 +82,19 @@ def release_free_memory() -> float:
 
 
 async def trim_when_idle(
-    calls_started: Callable[[], int],
-    calls_open: Callable[[], int],
+    changes: Callable[[], int],
     idle_s: float = IDLE_TRIM_S,
     release: Callable[[], float] = release_free_memory,
 ) -> None:
-    """Forever: once calls have run and then none started for `idle_s` and none is open,
-    release the free memory (once per such pause). `calls_started` counts every call begun."""
-    seen, trimmed = calls_started(), True
+    """Forever: once `changes()` (calls entered plus calls left) has moved and then stood still
+    for `idle_s`, release the free memory, once per such pause."""
+    seen, trimmed = changes(), True
     while True:
         await asyncio.sleep(idle_s)
-        started = calls_started()
-        if started != seen:  # a call began within the last idle_s
-            seen, trimmed = started, False
-        elif not trimmed and calls_open() == 0:
+        now = changes()
+        if now != seen:  # a call began or ended within the last idle_s
+            seen, trimmed = now, False
+        elif not trimmed:
             seconds = release()
             trimmed = True
             _LOGGER.debug("idle: free memory returned to the kernel in %.1f ms", 1e3 * seconds)

@@ -302,7 +302,7 @@ class GenerationServer:
         background = [asyncio.ensure_future(self.catalog.watch(self.settings.reload_interval_s))]
         in_flight = self._servicer.in_flight if self._servicer is not None else None
         if in_flight is not None:
-            trimmer = trim_when_idle(lambda: in_flight.started, lambda: in_flight.count)
+            trimmer = trim_when_idle(lambda: in_flight.changes)
             background.append(asyncio.ensure_future(trimmer))
         try:
             await self._stopping.wait()

@@ -56,17 +56,19 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
-        self.started = 0  # every call entered (service.memory trims after a pause in them)
+        # Calls entered plus calls left: service.memory gives memory back after a pause in it.
+        self.changes = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     def enter(self) -> None:
         self.count += 1
-        self.started += 1
+        self.changes += 1
         self._idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
+        self.changes += 1
         if self.count == 0:
             self._idle.set()
 

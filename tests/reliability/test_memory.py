@@ -50,9 +50,19 @@ def test_big_calls_reuse_buffers_instead_of_faulting_fresh_pages_in(server: Serv
     assert per_call < answer_pages / 4, f"{per_call:.0f} faults per call, {answer_pages} pages"
 
 
-def test_memory_goes_back_to_the_kernel_once_the_server_is_idle(server: ServerProcess) -> None:
+@pytest.mark.parametrize("held_stream", [False, True], ids=["idle", "a stream held open"])
+def test_memory_goes_back_to_the_kernel_after_a_pause_in_calls(
+    server: ServerProcess, held_stream: bool
+) -> None:
+    """Also while a client holds a stream open and reads nothing: it cannot keep the memory."""
     assert server.process is not None
     pid = server.process.pid
+    stream = None
+    if held_stream:
+        stream = server.stub.GenerateStream(
+            pb.GenerateRequest(labels=[7] * 200_000, chunk_size=1024), timeout=120
+        )
+        next(stream)  # open, answering, and then never read again
     _burst(server, 10)
     time.sleep(2 * IDLE_TRIM_S + 0.5)  # a pause: the first burst's free memory is returned
     idle = resident_mib(pid)
@@ -63,36 +73,37 @@ def test_memory_goes_back_to_the_kernel_once_the_server_is_idle(server: ServerPr
     # The burst holds memory (else this test could not fail), and the pause returns it.
     assert busy - idle > 4, (idle, busy, after)  # ~10 MiB seen
     assert after - idle < (busy - idle) / 3, (idle, busy, after)
+    if stream is not None:
+        assert server.metric("cvae_requests_in_flight") >= 1, "the stream ended: nothing was held"
+        stream.cancel()
 
 
-def test_free_memory_is_returned_once_per_pause_and_never_during_calls() -> None:
-    """The policy of `trim_when_idle` on a real event loop, with counters the test moves."""
-    started, open_calls, releases = [0], [0], []
+def test_free_memory_is_returned_once_per_pause_in_calls_starting_or_ending() -> None:
+    """The policy of `trim_when_idle` on a real event loop, with a counter the test moves."""
+    changes, releases = [0], []
 
     def release() -> float:
-        releases.append(1)
+        releases.append(changes[0])
         return 0.0
 
+    async def pause() -> None:
+        await asyncio.sleep(1.0)  # four idle periods
+
     async def scenario() -> None:
-        trimmer = asyncio.ensure_future(
-            trim_when_idle(lambda: started[0], lambda: open_calls[0], 0.02, release)
-        )
-        await asyncio.sleep(0.1)
+        trimmer = asyncio.ensure_future(trim_when_idle(lambda: changes[0], 0.25, release))
+        await pause()
         assert releases == [], "no call ran yet: nothing to return"
-        started[0], open_calls[0] = 1, 1  # one long call (a stream)
-        await asyncio.sleep(0.1)
-        assert releases == [], "a call is open"
-        open_calls[0] = 0
-        await asyncio.sleep(0.1)
-        assert releases == [1], "one pause after calls: one release"
-        await asyncio.sleep(0.1)
+        changes[0] = 1  # a long call (a stream) starts, and stays open
+        await pause()
+        assert releases == [1], "one pause: one release, though the call is open"
+        await pause()
         assert releases == [1], "still the same pause"
-        for _ in range(10):  # calls keep starting: no pause
-            started[0] += 1
-            await asyncio.sleep(0.01)
+        for _ in range(30):  # calls keep starting and ending: no pause
+            changes[0] += 1
+            await asyncio.sleep(0.02)  # a tenth of the idle period
         assert releases == [1]
-        await asyncio.sleep(0.1)
-        assert releases == [1, 1]
+        await pause()
+        assert releases == [1, 31]
         trimmer.cancel()
 
     asyncio.run(scenario())
