@@ -15,8 +15,8 @@ per 1,024-image float32 Generate, and Encode served ~8% fewer images per second.
   row reuse pages instead of faulting them in (tests/reliability/test_memory.py counts them);
 - once no call has started or ended for `IDLE_TRIM_S`, all free memory goes back to the kernel
   (`trim_when_idle`), open calls or not (a stream held open forever cannot keep it): after those
-  60 calls and a pause, the server is back within ~30 MiB
-  of its baseline (onnxruntime's arena keeps the biggest batch's tensors), as it was before.
+  60 calls and a pause, the server is back within ~30 MiB of its baseline (onnxruntime's arena
+  keeps the biggest batch's tensors), as it was with the 128 KiB thresholds.
 """
 
 from __future__ import annotations
