@@ -6,31 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 from cvae.v1 import generator_pb2 as pb
 from service.memory import IDLE_TRIM_S, trim_when_idle
-from tests.reliability.memory import resident_mib
+from tests.reliability.memory import page_faults, resident_mib
 from tests.service.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # 1,024 float32 images: a 3.2 MB answer, a big call of normal use (max_images_per_request).
 _BIG = pb.GenerateRequest(labels=[3] * 1024, seed=1, encoding=pb.FLOAT32)
-
-
-def _page_faults(pid: int) -> int:
-    """Minor page faults of every thread of `pid` so far (/proc/PID/task/*/stat, field 10)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        total += int(fields[7])
-    return total
 
 
 def _burst(server: ServerProcess, calls: int) -> None:
@@ -43,9 +30,9 @@ def test_big_calls_reuse_buffers_instead_of_faulting_fresh_pages_in(server: Serv
     ~8,800 page faults per call (11 per page of the answer). Reused, a call takes ~10."""
     assert server.process is not None
     _burst(server, 5)  # the heap's high-water mark of this call
-    before = _page_faults(server.process.pid)
+    before = page_faults(server.process.pid)
     _burst(server, 20)
-    per_call = (_page_faults(server.process.pid) - before) / 20
+    per_call = (page_faults(server.process.pid) - before) / 20
     answer_pages = 1024 * 28 * 28 * 4 // _PAGE
     assert per_call < answer_pages / 4, f"{per_call:.0f} faults per call, {answer_pages} pages"
 
